@@ -1,0 +1,1 @@
+"""The chat bot: Telegram and Discord adapters over one platform-neutral core."""

@@ -1,0 +1,1 @@
+"""Fine-tuning the hashtag model on HARRISON or your own photos."""

@@ -1,0 +1,152 @@
+"""An asyncio front for the model: many concurrent callers, few batched forward passes.
+
+Each `await engine.predict(data)` decodes its image on a small thread pool (Pillow and torch
+release the GIL, so decoding overlaps the model), then joins a queue. One batcher task takes
+whatever is queued (up to `max_batch_size`, waiting at most `max_wait_ms` for company) and runs
+one forward pass on a dedicated thread, so the event loop never blocks on the model.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from inference.device import inference_dtype
+from inference.images import ImageLimits, decode_image
+from inference.model import HashtagModel
+
+
+class EngineBusy(RuntimeError):
+    """Too many requests are waiting; the caller should ask the person to retry shortly."""
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """The model's view of one image."""
+
+    scores: np.ndarray  # sigmoid score per vocabulary hashtag, float32
+    embedding: np.ndarray  # L2-normalised image embedding, float16: compact enough to store
+    vocabulary: Sequence[str]
+
+    def top(self, k: int) -> list[tuple[str, float]]:
+        """The k best hashtags with their scores, best first."""
+        order = np.argsort(-self.scores, kind="stable")[:k]
+        return [(self.vocabulary[i], float(self.scores[i])) for i in order]
+
+
+_Request = tuple[torch.Tensor, asyncio.Future[Prediction]]
+
+
+class InferenceEngine:
+    """Use as `async with InferenceEngine(model, device) as engine:`."""
+
+    def __init__(
+        self,
+        model: HashtagModel,
+        device: torch.device,
+        *,
+        max_batch_size: int = 32,
+        max_wait_ms: float = 5.0,
+        max_pending: int = 256,
+        decode_threads: int = 2,
+        limits: ImageLimits | None = None,
+    ):
+        self.model = model
+        self.device = device
+        self.dtype = inference_dtype(device)
+        self.max_batch_size = max_batch_size
+        self.max_wait = max_wait_ms / 1000
+        self.max_pending = max_pending
+        self.limits = limits or ImageLimits()
+        self._transform = model.spec.image_transform()
+        self._decode_pool = ThreadPoolExecutor(decode_threads, thread_name_prefix="decode")
+        self._model_thread = ThreadPoolExecutor(1, thread_name_prefix="model")
+        self._queue: asyncio.Queue[_Request] = asyncio.Queue()
+        self._pending = 0
+        self._batcher: asyncio.Task[None] | None = None
+
+    async def __aenter__(self) -> InferenceEngine:
+        self._batcher = asyncio.create_task(self._run_batches(), name="inference-batcher")
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        if self._batcher:
+            self._batcher.cancel()
+            await asyncio.gather(self._batcher, return_exceptions=True)
+            self._batcher = None
+        self._decode_pool.shutdown(wait=True, cancel_futures=True)
+        self._model_thread.shutdown(wait=True, cancel_futures=True)
+
+    @property
+    def pending(self) -> int:
+        """Requests accepted but not yet answered (decoding, queued or in a batch)."""
+        return self._pending
+
+    async def predict(self, data: bytes) -> Prediction:
+        """Hashtag scores for one image.
+
+        Raises ImageRejected for bad input and EngineBusy when too many requests wait.
+        """
+        if self._batcher is None:
+            raise RuntimeError("use the engine inside `async with InferenceEngine(...)`")
+        if self._pending >= self.max_pending:
+            raise EngineBusy(f"{self._pending} images are already waiting; try again in a moment")
+        self._pending += 1
+        try:
+            loop = asyncio.get_running_loop()
+            pixels = await loop.run_in_executor(self._decode_pool, self.preprocess, data)
+            answer: asyncio.Future[Prediction] = loop.create_future()
+            self._queue.put_nowait((pixels, answer))
+            return await answer
+        finally:
+            self._pending -= 1
+
+    def preprocess(self, data: bytes) -> torch.Tensor:
+        """Bytes -> the model's normalised input tensor (C, H, W). Thread-safe."""
+        image = decode_image(data, self.limits, min_side=self.model.spec.input_side)
+        return self._transform(image)
+
+    def forward_batch(self, pixels: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+        """One forward pass: (scores, embeddings) as numpy arrays for a (B, C, H, W) batch."""
+        with torch.inference_mode():
+            logits, embeddings = self.model(pixels.to(self.device, self.dtype, non_blocking=True))
+            scores = torch.sigmoid(logits.float()).cpu().numpy()
+            return scores, embeddings.to(torch.float16).cpu().numpy()
+
+    async def _run_batches(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            batch = [await self._queue.get()]
+            self._take_queued(batch)
+            if len(batch) < self.max_batch_size and self.max_wait > 0:
+                await asyncio.sleep(self.max_wait)  # let concurrent requests join this batch
+                self._take_queued(batch)
+            live = [(pixels, answer) for pixels, answer in batch if not answer.done()]
+            if not live:
+                continue  # every caller gave up (cancelled) while queued
+            stacked = torch.stack([pixels for pixels, _ in live])
+            try:
+                scores, embeddings = await loop.run_in_executor(
+                    self._model_thread, self.forward_batch, stacked
+                )
+            except Exception as error:  # e.g. CUDA out of memory: fail this batch, not the engine
+                for _, answer in live:
+                    if not answer.done():
+                        answer.set_exception(error)
+                continue
+            vocabulary = self.model.spec.vocabulary
+            for row, (_, answer) in enumerate(live):
+                if not answer.done():
+                    answer.set_result(Prediction(scores[row], embeddings[row], vocabulary))
+
+    def _take_queued(self, batch: list[_Request]) -> None:
+        while len(batch) < self.max_batch_size and not self._queue.empty():
+            batch.append(self._queue.get_nowait())

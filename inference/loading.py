@@ -1,0 +1,138 @@
+"""The two ways to get a HashtagModel: from open_clip weights (zero-shot) or a checkpoint."""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import open_clip
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from inference.model import HashtagModel, ModelSpec, build_vision_tower
+from inference.zeroshot import default_cache_dir, head_cache_key, load_or_build_zero_shot_head
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MODEL = "ViT-B-32"
+DEFAULT_PRETRAINED = "laion2b_s34b_b79k"
+
+CONFIG_FILE = "config.json"
+WEIGHTS_FILE = "model.safetensors"
+
+
+class ModelLoadError(RuntimeError):
+    """The model cannot be loaded; the message says what to do about it."""
+
+
+def resolve_model_name(model: str) -> str:
+    """An open_clip model name, or a path to a model-config JSON registered under its stem."""
+    if model.endswith(".json") or os.path.sep in model:
+        path = Path(model)
+        if not path.is_file():
+            raise ModelLoadError(f"model config file {path} does not exist")
+        open_clip.add_model_config(path)
+        name = path.stem
+    else:
+        name = model
+    if open_clip.get_model_config(name) is None:
+        raise ModelLoadError(
+            f"unknown model {model!r}: give an open_clip model name (e.g. {DEFAULT_MODEL}; "
+            "see open_clip.list_models()) or the path to a model-config JSON"
+        )
+    return name
+
+
+def weights_identity(pretrained: str) -> str:
+    """What the zero-shot head cache is keyed on: the tag, or the file and its version."""
+    if os.path.isfile(pretrained):
+        stat = os.stat(pretrained)
+        return f"file:{Path(pretrained).resolve()}:{stat.st_size}:{stat.st_mtime_ns}"
+    return f"tag:{pretrained}"
+
+
+def load_zero_shot(
+    model: str,
+    pretrained: str,
+    vocabulary: Sequence[str],
+    cache_dir: Path | None = None,
+) -> HashtagModel:
+    """Build the model from open_clip weights, with a head from the vocabulary's text embeddings.
+
+    The text tower is only needed to build the head and is dropped afterwards.
+    """
+    name = resolve_model_name(model)
+    try:
+        clip_model = open_clip.create_model(name, pretrained=pretrained, require_pretrained=True)
+    except RuntimeError as error:
+        raise ModelLoadError(_pretrained_advice(name, pretrained, error)) from None
+    clip_model.eval()
+    model_cfg = open_clip.get_model_config(name)
+    key = head_cache_key(model_cfg, weights_identity(pretrained), vocabulary)
+    head = load_or_build_zero_shot_head(
+        clip_model, open_clip.get_tokenizer(name), vocabulary, key, cache_dir or default_cache_dir()
+    )
+    spec = ModelSpec(
+        architecture=name,
+        model_cfg=model_cfg,
+        preprocess=dict(open_clip.get_model_preprocess_cfg(clip_model)),
+        vocabulary=list(vocabulary),
+        provenance={"head": "zero-shot", "pretrained": pretrained},
+    )
+    return HashtagModel(clip_model.visual, head, spec).eval()
+
+
+def _pretrained_advice(name: str, pretrained: str, error: Exception) -> str:
+    tags = ", ".join(open_clip.list_pretrained_tags_by_model(name)) or "none"
+    if "download" in str(error).lower():
+        return (
+            f"could not download the pretrained weights {pretrained!r} for {name}: {error}\n"
+            "Check the internet connection, or use weights already on disk: "
+            "--pretrained /path/to/open_clip_model.safetensors, or a fine-tuned "
+            "--checkpoint DIR."
+        )
+    return (
+        f"cannot load --pretrained {pretrained!r} for {name}: {error}\n"
+        f"Give a pretrained tag ({tags}) or a local weights file (.safetensors, .bin, .pt)."
+    )
+
+
+def save_checkpoint(model: HashtagModel, directory: Path) -> None:
+    """Write config.json + model.safetensors, the layout load_checkpoint reads."""
+    directory.mkdir(parents=True, exist_ok=True)
+    state = {
+        name: tensor.detach().cpu().contiguous() for name, tensor in model.state_dict().items()
+    }
+    save_file(state, directory / WEIGHTS_FILE)
+    (directory / CONFIG_FILE).write_text(model.spec.to_json(), encoding="utf-8")
+
+
+def load_checkpoint(directory: Path) -> HashtagModel:
+    """Load a checkpoint directory. Only safetensors are read: nothing here can run code."""
+    directory = Path(directory)
+    config_path, weights_path = directory / CONFIG_FILE, directory / WEIGHTS_FILE
+    for path in (config_path, weights_path):
+        if not path.is_file():
+            raise ModelLoadError(
+                f"{path} is missing: --checkpoint expects a directory written by "
+                "`python -m finetune` (config.json + model.safetensors)"
+            )
+    try:
+        spec = ModelSpec.from_file(config_path)
+        visual = build_vision_tower(spec.model_cfg)
+        head = nn.Linear(spec.model_cfg["embed_dim"], len(spec.vocabulary))
+        model = HashtagModel(visual, head, spec)
+        model.load_state_dict(load_file(weights_path))
+    except (ValueError, KeyError, TypeError, RuntimeError, SafetensorError) as error:
+        raise ModelLoadError(f"checkpoint {directory} cannot be loaded: {error}") from None
+    return model.eval()
+
+
+def prepare_for_inference(
+    model: HashtagModel, device: torch.device, dtype: torch.dtype
+) -> HashtagModel:
+    return model.to(device=device, dtype=dtype).eval().requires_grad_(False)

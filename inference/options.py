@@ -1,0 +1,85 @@
+"""The model options shared by `python -m inference`, `python -m bot` and `python -m finetune`.
+
+One definition keeps `--model`, `--pretrained`, `--checkpoint`, `--vocab` and `--device`
+meaning exactly the same thing everywhere.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import torch
+
+from inference.device import DeviceUnavailable, inference_dtype, resolve_device
+from inference.loading import (
+    DEFAULT_MODEL,
+    DEFAULT_PRETRAINED,
+    ModelLoadError,
+    load_checkpoint,
+    load_zero_shot,
+    prepare_for_inference,
+)
+from inference.model import HashtagModel
+from inference.vocab import VocabularyError, load_vocabulary
+
+# Everything that can go wrong while loading, each with a message that says what to do.
+MODEL_SETUP_ERRORS = (ModelLoadError, VocabularyError, DeviceUnavailable)
+
+
+def add_model_arguments(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("model")
+    group.add_argument(
+        "--checkpoint",
+        type=Path,
+        metavar="DIR",
+        help="a fine-tuned checkpoint directory written by `python -m finetune`",
+    )
+    group.add_argument(
+        "--model",
+        metavar="M",
+        help=f"open_clip model name or path to a model-config JSON (default {DEFAULT_MODEL})",
+    )
+    group.add_argument(
+        "--pretrained",
+        metavar="P",
+        help="open_clip pretrained tag or local weights file "
+        f"(.safetensors/.bin/.pt; default {DEFAULT_PRETRAINED} with the default model)",
+    )
+    group.add_argument(
+        "--vocab",
+        type=Path,
+        metavar="FILE",
+        help="hashtags, one per line (default: HARRISON's 997; zero-shot models only)",
+    )
+    group.add_argument(
+        "--device",
+        default="auto",
+        metavar="D",
+        help="auto (CUDA when available), cpu, cuda or cuda:N (default auto)",
+    )
+
+
+def check_model_arguments(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Reject contradictory combinations up front, as usage errors (exit status 2)."""
+    if args.checkpoint and (args.model or args.pretrained or args.vocab):
+        parser.error(
+            "--checkpoint carries its own model, weights and vocabulary; "
+            "drop --model/--pretrained/--vocab"
+        )
+    if args.model and not args.pretrained:
+        parser.error(f"--model {args.model} needs --pretrained (a tag or a weights file)")
+
+
+def load_model_from_args(args: argparse.Namespace) -> tuple[HashtagModel, torch.device]:
+    """The model the options describe, on its device. Raises one of MODEL_SETUP_ERRORS."""
+    device = resolve_device(args.device)
+    if args.checkpoint:
+        model = load_checkpoint(args.checkpoint)
+    else:
+        model = load_zero_shot(
+            args.model or DEFAULT_MODEL,
+            args.pretrained or DEFAULT_PRETRAINED,
+            load_vocabulary(args.vocab),
+        )
+    return prepare_for_inference(model, device, inference_dtype(device)), device

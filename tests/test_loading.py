@@ -1,0 +1,121 @@
+"""Building the model from open_clip weights, caching its head, and checkpoint round trips."""
+
+import pickle
+from dataclasses import replace
+
+import open_clip
+import pytest
+import torch
+
+from inference import zeroshot
+from inference.loading import ModelLoadError, load_checkpoint, load_zero_shot, save_checkpoint
+from inference.model import HashtagModel
+from inference.vocab import VocabularyError, load_vocabulary, parse_vocabulary
+
+VOCAB = ["beach", "sunset", "dog", "food", "selfie"]
+
+
+def test_harrison_vocabulary_ships_with_the_package():
+    vocabulary = load_vocabulary()
+    assert len(vocabulary) == 997
+    assert vocabulary[:3] == ["love", "friend", "beach"]
+
+
+def test_vocabulary_files_take_the_first_word_and_skip_duplicates(tmp_path):
+    assert parse_vocabulary("#Beach 0\nsunset\t1\n\nbeach 2\n") == ["beach", "sunset"]
+    empty = tmp_path / "empty.txt"
+    empty.write_text("\n\n")
+    with pytest.raises(VocabularyError, match="no hashtags"):
+        load_vocabulary(empty)
+    with pytest.raises(VocabularyError, match="does not exist"):
+        load_vocabulary(tmp_path / "missing.txt")
+
+
+def test_zero_shot_head_rows_are_the_hashtag_text_embeddings(tiny_clip_files, tmp_path):
+    config_path, weights_path = tiny_clip_files
+    model = load_zero_shot(config_path, weights_path, VOCAB, cache_dir=tmp_path)
+    assert model.spec.vocabulary == VOCAB
+    assert not hasattr(model, "text") and not hasattr(model, "transformer")
+
+    clip_model = open_clip.create_model("tiny-test-clip", pretrained=weights_path)
+    tokenizer = open_clip.get_tokenizer("tiny-test-clip")
+    with torch.no_grad():
+        prompts = tokenizer([t.format("sunset") for t in zeroshot.HASHTAG_TEMPLATES])
+        expected = torch.nn.functional.normalize(clip_model.encode_text(prompts), dim=-1).mean(0)
+    expected = torch.nn.functional.normalize(expected, dim=0)
+    row = torch.nn.functional.normalize(model.head.weight[1], dim=0)
+    torch.testing.assert_close(row, expected, atol=1e-5, rtol=1e-4)
+
+
+def test_the_second_start_reads_the_head_from_the_cache(tiny_clip_files, tmp_path, monkeypatch):
+    config_path, weights_path = tiny_clip_files
+    first = load_zero_shot(config_path, weights_path, VOCAB, cache_dir=tmp_path)
+    assert len(list((tmp_path / "zero_shot_heads").glob("*.safetensors"))) == 1
+
+    def must_not_build(*args, **kwargs):
+        raise AssertionError("the cached head should have been used")
+
+    monkeypatch.setattr(zeroshot, "build_zero_shot_head", must_not_build)
+    second = load_zero_shot(config_path, weights_path, VOCAB, cache_dir=tmp_path)
+    torch.testing.assert_close(first.head.weight, second.head.weight)
+    with pytest.raises(AssertionError, match="cached head"):  # another vocabulary: a new key
+        load_zero_shot(config_path, weights_path, [*VOCAB, "cat"], cache_dir=tmp_path)
+
+
+def test_a_damaged_cache_entry_is_rebuilt(tiny_clip_files, tmp_path):
+    config_path, weights_path = tiny_clip_files
+    load_zero_shot(config_path, weights_path, VOCAB, cache_dir=tmp_path)
+    (cache_file,) = (tmp_path / "zero_shot_heads").glob("*.safetensors")
+    cache_file.write_bytes(b"garbage")
+    model = load_zero_shot(config_path, weights_path, VOCAB, cache_dir=tmp_path)
+    assert model.head.weight.shape == (len(VOCAB), 32)
+
+
+def test_pt_weights_load_like_safetensors(tiny_clip_files, tmp_path):
+    config_path, weights_path = tiny_clip_files
+    reference = load_zero_shot(config_path, weights_path, VOCAB, cache_dir=tmp_path)
+    clip_model = open_clip.create_model("tiny-test-clip", pretrained=weights_path)
+    pt_path = tmp_path / "weights.pt"
+    torch.save(clip_model.state_dict(), pt_path)
+    model = load_zero_shot(config_path, str(pt_path), VOCAB, cache_dir=tmp_path)
+    pixels = torch.randn(2, 3, 32, 32)
+    torch.testing.assert_close(model(pixels)[0], reference(pixels)[0])
+
+
+def test_checkpoint_round_trip_gives_identical_outputs(tiny_model, tmp_path):
+    thresholds = [0.25 + i / 4000 for i in range(len(tiny_model.spec.vocabulary))]
+    spec = replace(tiny_model.spec, thresholds=thresholds, provenance={"run": "test"})
+    model = HashtagModel(tiny_model.visual, tiny_model.head, spec)
+    save_checkpoint(model, tmp_path / "ckpt")
+    loaded = load_checkpoint(tmp_path / "ckpt")
+    assert loaded.spec == spec
+    pixels = torch.randn(3, 3, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(pixels), model(pixels))
+
+
+def test_checkpoint_errors_say_what_is_missing(tiny_model, tmp_path):
+    with pytest.raises(ModelLoadError, match=r"config\.json is missing"):
+        load_checkpoint(tmp_path)
+    save_checkpoint(tiny_model, tmp_path)
+    # A pickle where safetensors belong is refused, never unpickled.
+    (tmp_path / "model.safetensors").write_bytes(pickle.dumps({"head.weight": 1}))
+    with pytest.raises(ModelLoadError, match="cannot be loaded"):
+        load_checkpoint(tmp_path)
+
+
+def test_unknown_model_and_weights_get_actionable_errors(tiny_clip_files, tmp_path):
+    config_path, _ = tiny_clip_files
+    with pytest.raises(ModelLoadError, match="unknown model 'ViT-Nope'"):
+        load_zero_shot("ViT-Nope", "openai", VOCAB)
+    with pytest.raises(ModelLoadError, match="does not exist"):
+        load_zero_shot(str(tmp_path / "missing.json"), "x", VOCAB)
+    with pytest.raises(ModelLoadError, match="not a known tag"):
+        load_zero_shot(config_path, str(tmp_path / "no-such-weights.safetensors"), VOCAB)
+
+
+def test_missing_download_is_a_clear_error():
+    # conftest sets HF_HUB_OFFLINE=1: huggingface_hub fails at once, with no network traffic.
+    with pytest.raises(ModelLoadError, match="could not download") as caught:
+        load_zero_shot("ViT-B-32", "laion2b_s34b_b79k", VOCAB)
+    assert "--pretrained /path/to" in str(caught.value)
