@@ -11,14 +11,17 @@ import hashlib
 import json
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import open_clip
 import torch
+import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from torch import nn
+from tqdm import tqdm
 
 log = logging.getLogger(__name__)
 
@@ -69,23 +72,56 @@ def head_cache_key(
 
 def build_zero_shot_head(clip_model: nn.Module, tokenizer, vocabulary: Sequence[str]) -> nn.Linear:
     """Head rows = the averaged, normalised text embeddings of each hashtag's prompts."""
-    with torch.inference_mode():
-        # open_clip's helper averages the normalised template embeddings and renormalises.
-        text_embeddings = open_clip.build_zero_shot_classifier(
-            clip_model,
-            tokenizer=tokenizer,
-            classnames=list(vocabulary),
-            templates=HASHTAG_TEMPLATES,
-            num_classes_per_batch=64,
-            device=next(clip_model.parameters()).device,
-            use_tqdm=True,
-        ).T.float()  # (vocabulary, embed_dim)
-        scale = float(clip_model.logit_scale.exp().clamp(max=100))
+    text_embeddings = hashtag_text_embeddings(clip_model, tokenizer, vocabulary)
+    scale = float(clip_model.logit_scale.detach().exp().clamp(max=100))
     head = nn.Linear(text_embeddings.shape[1], text_embeddings.shape[0])
     with torch.no_grad():
         head.weight.copy_(text_embeddings * scale)
         head.bias.fill_(-scale * ZERO_SHOT_COSINE_OFFSET)
     return head
+
+
+def hashtag_text_embeddings(
+    clip_model: nn.Module, tokenizer, vocabulary: Sequence[str], batch_size: int = 256
+) -> torch.Tensor:
+    """(vocabulary, embed_dim): each hashtag's prompt embeddings, averaged and renormalised."""
+    prompts = [template.format(tag) for tag in vocabulary for template in HASHTAG_TEMPLATES]
+    tokens = tokenizer(prompts)
+    length = int((tokens != 0).any(dim=0).nonzero().max()) + 1  # last column any prompt uses
+    device = next(clip_model.parameters()).device
+    chunks = []
+    with torch.inference_mode(), _text_context_trimmed_to(clip_model, length) as trimmed:
+        for batch in tqdm(tokens.split(batch_size), desc="hashtag head", unit="batch"):
+            batch = batch[:, :length] if trimmed else batch
+            chunks.append(clip_model.encode_text(batch.to(device), normalize=True).float())
+    per_prompt = torch.cat(chunks).view(len(vocabulary), len(HASHTAG_TEMPLATES), -1)
+    return F.normalize(F.normalize(per_prompt, dim=-1).mean(dim=1), dim=-1).cpu()
+
+
+@contextmanager
+def _text_context_trimmed_to(clip_model: nn.Module, length: int) -> Iterator[bool]:
+    """Run CLIP's text tower on `length` tokens instead of its full context (77).
+
+    Its attention is causal and it reads the output at the end-of-text token, so padding after
+    that token cannot change the result; skipping it makes building a head about 5x faster on a
+    CPU. Other text towers (Hugging Face encoders, other pooling) keep the full length: yields
+    whether the trim applies.
+    """
+    causal_clip = (
+        isinstance(clip_model, open_clip.CLIP)
+        and clip_model.attn_mask is not None
+        and clip_model.text_pool_type == "argmax"
+    )
+    if not causal_clip or length >= clip_model.positional_embedding.shape[0]:
+        yield False
+        return
+    positions, mask = clip_model.positional_embedding, clip_model.attn_mask
+    clip_model.positional_embedding = nn.Parameter(positions[:length], requires_grad=False)
+    clip_model.attn_mask = mask[:length, :length]
+    try:
+        yield True
+    finally:
+        clip_model.positional_embedding, clip_model.attn_mask = positions, mask
 
 
 def load_or_build_zero_shot_head(

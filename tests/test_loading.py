@@ -119,3 +119,14 @@ def test_missing_download_is_a_clear_error():
     with pytest.raises(ModelLoadError, match="could not download") as caught:
         load_zero_shot("ViT-B-32", "laion2b_s34b_b79k", VOCAB)
     assert "--pretrained /path/to" in str(caught.value)
+
+
+def test_head_building_skips_the_text_padding(tiny_clip_files):
+    # The equality of trimmed and full-length embeddings is checked above; this checks that the
+    # fast path is really taken for CLIP text towers, and undone afterwards.
+    _, weights_path = tiny_clip_files
+    clip_model = open_clip.create_model("tiny-test-clip", pretrained=weights_path)
+    with zeroshot._text_context_trimmed_to(clip_model, 12) as trimmed:
+        assert trimmed and clip_model.positional_embedding.shape[0] == 12
+    assert clip_model.positional_embedding.shape[0] == 77
+    assert clip_model.attn_mask.shape == (77, 77)

@@ -1,0 +1,177 @@
+"""Inference throughput, decode cost, memory and start-up time for the ViT-B-32 architecture.
+
+    python benchmarks/inference.py [--device auto|cpu|cuda] [--images 128]
+
+Random weights (the compute is the same as with the real ones) are saved to a temporary
+.safetensors file and loaded through the same `--model/--pretrained` path users take. Every
+figure comes from this one run, so ratios compare like with like. The last line is JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import open_clip
+import torch
+from safetensors.torch import save_file
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from inference.cli import format_result, predict_files
+from inference.device import (
+    inference_dtype,
+    resolve_device,
+)
+from inference.engine import InferenceEngine
+from inference.images import ImageLimits, decode_image
+from inference.loading import load_zero_shot, prepare_for_inference
+from inference.vocab import load_vocabulary
+from tests.corpus import jpeg
+
+ARCHITECTURE = "ViT-B-32"
+
+
+def save_random_weights(folder: Path) -> str:
+    path = folder / "vit-b-32-random.safetensors"
+    model = open_clip.create_model(ARCHITECTURE)
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, path)
+    return str(path)
+
+
+def bare_forward_images_per_second(
+    engine: InferenceEngine, batch: int, seconds: float = 6
+) -> float:
+    """The model alone: pre-made tensors in, scores out."""
+    pixels = torch.randn(batch, 3, 224, 224)
+    engine.forward_batch(pixels)  # warm-up
+    done, start = 0, time.perf_counter()
+    while time.perf_counter() - start < seconds or done < 3 * batch:
+        engine.forward_batch(pixels)
+        done += batch
+    return done / (time.perf_counter() - start)
+
+
+def decode_ms(engine: InferenceEngine, photos: list[bytes], draft: bool) -> float:
+    """Bytes -> 224 px model tensor, per image."""
+    transform, limits = engine._transform, ImageLimits()
+    min_side = engine.model.spec.input_side if draft else None
+    start = time.perf_counter()
+    for data in photos:
+        transform(decode_image(data, limits, min_side=min_side))
+    return (time.perf_counter() - start) / len(photos) * 1000
+
+
+def draft_cosine(engine: InferenceEngine, photos: list[bytes]) -> float:
+    transform, limits = engine._transform, ImageLimits()
+    values = []
+    for data in photos:
+        a = transform(decode_image(data, limits, min_side=224)).flatten()
+        b = transform(decode_image(data, limits)).flatten()
+        values.append(float(torch.nn.functional.cosine_similarity(a, b, dim=0)))
+    return min(values)
+
+
+async def cli_images_per_second(engine: InferenceEngine, paths: list[Path]) -> float:
+    """What `python -m inference --json` does after loading: read, decode, batch, format."""
+    start = time.perf_counter()
+    async with engine:
+        async for path, outcome in predict_files(engine, paths):
+            format_result(path, outcome, 10, as_json=True)
+    return len(paths) / (time.perf_counter() - start)
+
+
+def timed_cli(args: list[str], env: dict[str, str]) -> float:
+    start = time.perf_counter()
+    subprocess.run(
+        [sys.executable, "-m", "inference", *args],
+        check=True,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    return time.perf_counter() - start
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--images", type=int, default=128)
+    args = parser.parse_args()
+    device = resolve_device(args.device)
+    print(f"device: {device}, torch threads: {torch.get_num_threads()}, {ARCHITECTURE}")
+
+    with tempfile.TemporaryDirectory() as temp:
+        folder = Path(temp)
+        weights = save_random_weights(folder)
+        photos = [jpeg(1280, 960, seed=i) for i in range(args.images)]
+        paths = []
+        for i, data in enumerate(photos):
+            paths.append(folder / f"photo{i:03d}.jpg")
+            paths[-1].write_bytes(data)
+
+        env = {**os.environ, "HASHTAG_CACHE_DIR": str(folder / "cache"), "LOG_LEVEL": "ERROR"}
+        model_args = ["--model", ARCHITECTURE, "--pretrained", weights, "--device", args.device]
+        cold = timed_cli([*model_args, str(paths[0])], env)
+        warm = timed_cli([*model_args, str(paths[0])], env)
+        whole_run = timed_cli([*model_args, "--json", *map(str, paths)], env)
+        peak_rss_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+
+        os.environ["HASHTAG_CACHE_DIR"] = env["HASHTAG_CACHE_DIR"]
+        model = load_zero_shot(ARCHITECTURE, weights, load_vocabulary())
+        model = prepare_for_inference(model, device, inference_dtype(device))
+        engine = InferenceEngine(model, device)
+        bare = {b: bare_forward_images_per_second(engine, b) for b in (1, 8, 32)}
+        draft_ms = statistics.median(decode_ms(engine, photos[:32], True) for _ in range(3))
+        full_ms = statistics.median(decode_ms(engine, photos[:32], False) for _ in range(3))
+        cosine = draft_cosine(engine, photos[:16])
+        end_to_end = asyncio.run(cli_images_per_second(engine, paths))
+
+    ratio = end_to_end / bare[32]
+    print(
+        "bare forward, images/s: "
+        + " | ".join(f"batch {size} {rate:.1f}" for size, rate in bare.items())
+    )
+    print(
+        f"CLI end-to-end, {args.images} photos 1280x960: {end_to_end:.1f} images/s "
+        f"= {ratio:.2f} x bare batch-32 (target >= 0.75)"
+    )
+    print(
+        f"decode to 224 px tensor: {full_ms:.1f} ms full, {draft_ms:.1f} ms draft "
+        f"({full_ms / draft_ms:.1f}x); min cosine draft vs full {cosine:.4f}"
+    )
+    print(f"start-up (one image, whole process): cold {cold:.1f} s, cached head {warm:.1f} s")
+    print(
+        f"whole CLI process on {args.images} photos: {whole_run:.1f} s, "
+        f"peak RSS {peak_rss_mb:.0f} MB"
+    )
+    print(
+        json.dumps(
+            {
+                "device": str(device),
+                "bare_images_per_s": {str(k): round(v, 2) for k, v in bare.items()},
+                "cli_end_to_end_images_per_s": round(end_to_end, 2),
+                "cli_vs_bare_batch32": round(ratio, 3),
+                "decode_ms_full": round(full_ms, 2),
+                "decode_ms_draft": round(draft_ms, 2),
+                "draft_min_cosine": round(cosine, 5),
+                "startup_s_cold": round(cold, 2),
+                "startup_s_cached_head": round(warm, 2),
+                "cli_process_s": round(whole_run, 2),
+                "cli_peak_rss_mb": round(peak_rss_mb),
+            }
+        )
+    )
+
+
+if __name__ == "__main__":
+    main()
