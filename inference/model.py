@@ -43,13 +43,16 @@ class ModelSpec:
         size = self.preprocess["size"]
         return max(size) if isinstance(size, list | tuple) else int(size)
 
-    def image_transform(self):
-        """open_clip's own evaluation preprocessing, so inference matches training exactly."""
+    def image_transform(self, training: bool = False):
+        """open_clip's own preprocessing (with its augmentation when training).
+
+        Inference and fine-tuning share it, so the model sees the same pixels in both.
+        """
         fields = dict(self.preprocess)
         if isinstance(fields["size"], list):  # open_clip wants a (height, width) tuple
             fields["size"] = tuple(fields["size"])
         cfg = open_clip.transform.PreprocessCfg(**fields)
-        return open_clip.transform.image_transform_v2(cfg, is_train=False)
+        return open_clip.transform.image_transform_v2(cfg, is_train=training)
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2)

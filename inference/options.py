@@ -27,14 +27,16 @@ from inference.vocab import VocabularyError, load_vocabulary
 MODEL_SETUP_ERRORS = (ModelLoadError, VocabularyError, DeviceUnavailable)
 
 
-def add_model_arguments(parser: argparse.ArgumentParser) -> None:
+def add_model_arguments(parser: argparse.ArgumentParser, *, training: bool = False) -> None:
+    """The model options; `training` leaves out --checkpoint (fine-tuning starts from weights)."""
     group = parser.add_argument_group("model")
-    group.add_argument(
-        "--checkpoint",
-        type=Path,
-        metavar="DIR",
-        help="a fine-tuned checkpoint directory written by `python -m finetune`",
-    )
+    if not training:
+        group.add_argument(
+            "--checkpoint",
+            type=Path,
+            metavar="DIR",
+            help="a fine-tuned checkpoint directory written by `python -m finetune`",
+        )
     group.add_argument(
         "--model",
         metavar="M",
@@ -50,7 +52,12 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
         "--vocab",
         type=Path,
         metavar="FILE",
-        help="hashtags, one per line (default: HARRISON's 997; zero-shot models only)",
+        help="hashtags, one per line (default: "
+        + (
+            "the data's vocab_index.txt, else its most frequent hashtags)"
+            if training
+            else "HARRISON's 997; zero-shot models only)"
+        ),
     )
     group.add_argument(
         "--device",
@@ -62,7 +69,7 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
 
 def check_model_arguments(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
     """Reject contradictory combinations up front, as usage errors (exit status 2)."""
-    if args.checkpoint and (args.model or args.pretrained or args.vocab):
+    if getattr(args, "checkpoint", None) and (args.model or args.pretrained or args.vocab):
         parser.error(
             "--checkpoint carries its own model, weights and vocabulary; "
             "drop --model/--pretrained/--vocab"

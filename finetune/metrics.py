@@ -1,0 +1,61 @@
+"""The HARRISON paper's ranking metrics, plus mean average precision over tags.
+
+For each image with truth set T and the top-K predicted tags P_K (Park et al., 2016):
+    precision@K = |P_K ∩ T| / K      recall@K = |P_K ∩ T| / |T|      accuracy@K = [P_K ∩ T ≠ ∅]
+averaged over images, as fractions 0..1. Images whose truth set is empty are left out.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+# The paper's best baseline (VGG-16 object + scene features), in percent, for comparison.
+PAPER_VGG_OBJECT_SCENE = {"precision@1": 30.16, "recall@5": 21.38, "accuracy@5": 52.52}
+
+
+def top_k_hits(scores: np.ndarray, truth: np.ndarray, k: int) -> np.ndarray:
+    """Per image, how many of the k best-scored tags are true. scores, truth: (images, tags)."""
+    top = np.argsort(-scores, axis=1, kind="stable")[:, :k]
+    return np.take_along_axis(truth, top, axis=1).sum(axis=1)
+
+
+def ranking_metrics(scores: np.ndarray, truth: np.ndarray) -> dict[str, float]:
+    """precision@1, recall@5, accuracy@5 and mAP for (images, tags) score and 0/1 truth arrays."""
+    truth = truth.astype(bool)
+    labelled = truth.any(axis=1)
+    scores, truth = scores[labelled], truth[labelled]
+    if len(truth) == 0:
+        raise ValueError("no image has a tag in the vocabulary: nothing to evaluate")
+    hits_at_1 = top_k_hits(scores, truth, 1)
+    hits_at_5 = top_k_hits(scores, truth, 5)
+    return {
+        "precision@1": float(hits_at_1.mean()),
+        "recall@5": float((hits_at_5 / truth.sum(axis=1)).mean()),
+        "accuracy@5": float((hits_at_5 > 0).mean()),
+        "map": mean_average_precision(scores, truth),
+    }
+
+
+def mean_average_precision(scores: np.ndarray, truth: np.ndarray) -> float:
+    """Mean over tags (those with at least one positive image) of each tag's average precision.
+
+    Average precision of a tag = the mean, over its positive images, of the precision among
+    all images scored at least as high as that positive (ties count against it).
+    """
+    truth = truth.astype(bool)
+    precisions = []
+    for tag in np.flatnonzero(truth.any(axis=0)):
+        precisions.append(_average_precision(scores[:, tag], truth[:, tag]))
+    if not precisions:
+        raise ValueError("no tag has a positive image: mAP is undefined")
+    return float(np.mean(precisions))
+
+
+def _average_precision(scores: np.ndarray, positive: np.ndarray) -> float:
+    order = np.argsort(-scores, kind="stable")
+    sorted_scores, sorted_positive = scores[order], positive[order]
+    # With ties, every image in a tied group is ranked at the group's last position.
+    last_of_group = np.searchsorted(-sorted_scores, -sorted_scores, side="right")
+    positives_so_far = np.cumsum(sorted_positive)
+    precision_at_rank = positives_so_far[last_of_group - 1] / last_of_group
+    return float(precision_at_rank[sorted_positive].mean())

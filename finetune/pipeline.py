@@ -1,0 +1,288 @@
+"""One fine-tuning run, from a data folder to a checkpoint directory with its metrics."""
+
+from __future__ import annotations
+
+import datetime
+import hashlib
+import json
+import logging
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from finetune.calibration import (
+    ENCODER_BLEND_WEIGHTS,
+    HEAD_BLEND_WEIGHTS,
+    blend_states,
+    calibrate_thresholds,
+    choose_blend,
+)
+from finetune.dataset import Dataset, frequent_hashtags
+from finetune.embeddings import embed_images
+from finetune.metrics import mean_average_precision, ranking_metrics
+from finetune.split import Split, random_split
+from finetune.training import (
+    TrainOptions,
+    finetune_encoder,
+    head_scores,
+    train_linear_probe,
+)
+from inference.loading import load_zero_shot, save_checkpoint, weights_identity
+from inference.model import HashtagModel
+from inference.zeroshot import default_cache_dir
+
+log = logging.getLogger(__name__)
+
+METRICS_FILE = "metrics.json"
+RESUME_FILE = "resume.pt"
+
+
+@dataclass
+class RunOptions:
+    data: Path
+    out: Path
+    model: str
+    pretrained: str
+    device: torch.device
+    train: TrainOptions
+    vocabulary: list[str] | None = None  # None: the data's vocab_index.txt, else most frequent
+    vocab_size: int = 1000
+    test_size: float | None = None
+    max_images: int | None = None
+    unfreeze_blocks: int | None = 0  # None: all blocks
+    resume: bool = False
+
+
+def run(dataset: Dataset, options: RunOptions) -> dict:
+    """Train, evaluate against the baselines, and write the checkpoint. Returns metrics.json."""
+    train = options.train
+    torch.manual_seed(train.seed)
+    vocabulary = (
+        options.vocabulary
+        or dataset.vocabulary
+        or frequent_hashtags(dataset.samples, options.vocab_size)
+    )
+    samples = _usable_samples(dataset, vocabulary, options)
+    split = _load_or_make_split(samples, options)
+
+    model = load_zero_shot(options.model, options.pretrained, vocabulary).to(options.device)
+    zero_shot_state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+    by_name = {sample.name: sample for sample in samples}
+    parts = {}
+    for part in ("train", "val", "test"):
+        names = getattr(split, part)
+        parts[part] = _Part(
+            paths=[by_name[name].path for name in names],
+            truth=_multi_hot([by_name[name].hashtags for name in names], vocabulary),
+        )
+    cache_folder = default_cache_dir() / "embeddings" / _encoder_key(model, options.pretrained)
+    for name, part in parts.items():
+        embeddings, readable = embed_images(
+            model,
+            part.paths,
+            batch_size=train.batch_size,
+            workers=train.workers,
+            cache_folder=cache_folder,
+            description=f"embedding {name}",
+        )
+        part.keep_readable(embeddings, readable)
+
+    train_part, val_part, test_part = parts["train"], parts["val"], parts["test"]
+    metrics = {
+        "popularity": ranking_metrics(
+            np.broadcast_to(train_part.truth.sum(axis=0, dtype=np.float32), test_part.truth.shape),
+            test_part.truth,
+        ),
+        "zero_shot": ranking_metrics(
+            head_scores(model.head, test_part.embeddings), test_part.truth
+        ),
+    }
+
+    # Stage 1: the linear probe, then its blend with the zero-shot head.
+    probed = train_linear_probe(
+        model.head,
+        train_part.embeddings,
+        train_part.truth,
+        val_part.embeddings,
+        val_part.truth,
+        train,
+    )
+    head_weight, head_curve = _choose_head_blend(model, probed, val_part)
+    model.head.load_state_dict(
+        blend_states(model.head.state_dict(), probed.state_dict(), head_weight)
+    )
+    blend = {"stage": "head", "weight": head_weight, "validation_map": head_curve}
+
+    if options.unfreeze_blocks != 0:
+        blend = _stage_two(model, zero_shot_state, parts, options)
+        val_scores, test_scores = (
+            _embed_and_score(model, part, train) for part in (val_part, test_part)
+        )
+    else:
+        val_scores = head_scores(model.head, val_part.embeddings)
+        test_scores = head_scores(model.head, test_part.embeddings)
+    metrics["finetuned"] = ranking_metrics(test_scores, test_part.truth)
+
+    thresholds = calibrate_thresholds(_sigmoid(val_scores), val_part.truth)
+    report = {
+        **metrics,
+        "wise_ft": blend,
+        "images": {
+            "listed": len(dataset.samples),
+            "missing": dataset.missing,
+            "without_vocabulary_tags": len(dataset.samples) - len(samples),
+            "unreadable": sum(part.unreadable for part in parts.values()),
+            **{name: len(part.truth) for name, part in parts.items()},
+        },
+    }
+    model.spec = replace(
+        model.spec,
+        thresholds=thresholds,
+        provenance={
+            "head": "fine-tuned",
+            "pretrained": options.pretrained,
+            "data": str(options.data),
+            "seed": train.seed,
+            "unfreeze_blocks": "all"
+            if options.unfreeze_blocks is None
+            else options.unfreeze_blocks,
+            "loss": train.loss,
+            "wise_ft_weight": blend["weight"],
+            "test_metrics": metrics["finetuned"],
+            "created": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        },
+    )
+    save_checkpoint(model.float().cpu(), options.out)
+    (options.out / METRICS_FILE).write_text(json.dumps(report, indent=2), encoding="utf-8")
+    (options.out / RESUME_FILE).unlink(missing_ok=True)  # the run is complete
+    return report
+
+
+@dataclass
+class _Part:
+    """The images of one split part, with their frozen-encoder embeddings."""
+
+    paths: list[Path | None]
+    truth: np.ndarray
+    embeddings: np.ndarray | None = None
+    unreadable: int = 0
+
+    def keep_readable(self, embeddings: np.ndarray, readable: np.ndarray) -> None:
+        """Drop the images that could not be decoded; they are counted in metrics.json."""
+        self.paths = [path for path, ok in zip(self.paths, readable, strict=True) if ok]
+        self.truth, self.embeddings = self.truth[readable], embeddings[readable]
+        self.unreadable = int((~readable).sum())
+
+
+def _usable_samples(dataset: Dataset, vocabulary: list[str], options: RunOptions):
+    """Found images with at least one hashtag in the vocabulary, optionally a seeded subset."""
+    known = set(vocabulary)
+    samples = [
+        sample
+        for sample in dataset.samples
+        if sample.path is not None and any(tag in known for tag in sample.hashtags)
+    ]
+    if options.max_images and options.max_images < len(samples):
+        chosen = np.random.default_rng(options.train.seed).choice(
+            len(samples), options.max_images, replace=False
+        )
+        samples = [samples[i] for i in sorted(chosen)]
+    if len(samples) < 10:
+        raise ValueError(
+            f"only {len(samples)} images have a hashtag in the vocabulary; need at least 10"
+        )
+    return samples
+
+
+def _load_or_make_split(samples, options: RunOptions) -> Split:
+    if options.resume and (options.out / "split.json").is_file():
+        split = Split.load(options.out)
+        names = {sample.name for sample in samples}
+        if not all(name in names for name in split.train + split.val + split.test):
+            raise ValueError(
+                f"{options.out}/split.json names images this data does not have; "
+                "resume with the same --data, --max-images and vocabulary, or drop --resume"
+            )
+        return split
+    split = random_split([sample.name for sample in samples], options.test_size, options.train.seed)
+    options.out.mkdir(parents=True, exist_ok=True)
+    split.save(options.out)
+    return split
+
+
+def _multi_hot(hashtag_lists, vocabulary: list[str]) -> np.ndarray:
+    index = {tag: i for i, tag in enumerate(vocabulary)}
+    truth = np.zeros((len(hashtag_lists), len(vocabulary)), dtype=np.float32)
+    for row, hashtags in enumerate(hashtag_lists):
+        for tag in hashtags:
+            if tag in index:
+                truth[row, index[tag]] = 1
+    return truth
+
+
+def _encoder_key(model: HashtagModel, pretrained: str) -> str:
+    material = json.dumps(
+        [model.spec.model_cfg, model.spec.preprocess, weights_identity(pretrained)], sort_keys=True
+    )
+    return hashlib.sha256(material.encode()).hexdigest()[:32]
+
+
+def _choose_head_blend(model: HashtagModel, probed: nn.Linear, val_part: _Part):
+    zero_shot_head = model.head.state_dict()
+
+    def validation_map(weight: float) -> float:
+        head = nn.Linear(probed.in_features, probed.out_features)
+        head.load_state_dict(blend_states(zero_shot_head, probed.state_dict(), weight))
+        return mean_average_precision(head_scores(head, val_part.embeddings), val_part.truth)
+
+    return choose_blend(validation_map, HEAD_BLEND_WEIGHTS)
+
+
+def _stage_two(
+    model: HashtagModel, zero_shot_state: dict, parts: dict, options: RunOptions
+) -> dict:
+    train, val = parts["train"], parts["val"]
+    resume_path = options.out / RESUME_FILE
+    resume_state = None
+    if options.resume and resume_path.is_file():
+        resume_state = torch.load(resume_path, map_location="cpu", weights_only=True)
+
+    def save_progress(state: dict) -> None:
+        partial = resume_path.with_suffix(".tmp")
+        torch.save(state, partial)
+        partial.replace(resume_path)
+
+    finetune_encoder(
+        model,
+        train.paths,
+        train.truth,
+        val.paths,
+        val.truth,
+        options.unfreeze_blocks,
+        options.train,
+        save_progress=save_progress,
+        resume_state=resume_state,
+    )
+    tuned_state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+
+    def validation_map(weight: float) -> float:
+        model.load_state_dict(blend_states(zero_shot_state, tuned_state, weight))
+        return mean_average_precision(_embed_and_score(model, val, options.train), val.truth)
+
+    weight, curve = choose_blend(validation_map, ENCODER_BLEND_WEIGHTS)
+    model.load_state_dict(blend_states(zero_shot_state, tuned_state, weight))
+    return {"stage": "encoder", "weight": weight, "validation_map": curve}
+
+
+def _embed_and_score(model: HashtagModel, part: _Part, train: TrainOptions) -> np.ndarray:
+    embeddings, _ = embed_images(
+        model, part.paths, batch_size=train.batch_size, workers=train.workers
+    )
+    return head_scores(model.head, embeddings)
+
+
+def _sigmoid(logits: np.ndarray) -> np.ndarray:
+    return 1 / (1 + np.exp(-logits))
