@@ -1,0 +1,210 @@
+"""Re-ranking the model's hashtags with what one person has accepted and rejected before.
+
+Everything is added in log-odds, on top of the model's logit for each tag:
+
+    logit(model score)
+    + prior     · log( p_user(t) / p_global(t) )       the person's own tag habits (Bayes)
+    + memory    · share of their similar photos that got t   "photos like this one"
+    - rejection · log(1 + times they rejected t)
+    + caption   · [t is written in the photo's caption]
+    + trending  · log( p_recent(t) / p_global(t) )      optional, everyone's recent tags
+
+p_user(t) is the (time-decayed) share of the person's photos that got t, smoothed towards
+p_global(t) with the weight of `prior_strength` photos: with no history it *is* p_global, so the
+prior term is exactly 0. The memory term is how the person's own out-of-vocabulary hashtags come
+back: they have no model score, only history. A brand-new person gets the model's ranking
+unchanged. The default weights were chosen with benchmarks/personalization.py (see
+benchmarks/README.md).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+
+import numpy as np
+
+from bot.store import UserHistory
+
+SECONDS_PER_DAY = 86_400.0
+# Without any global feedback, assume about this many tags per photo, spread evenly.
+TYPICAL_TAGS_PER_PHOTO = 5.0
+# Photos' worth of evidence the smoothed priors start from.
+GLOBAL_SMOOTHING, TRENDING_SMOOTHING = 10.0, 10.0
+# The memory vote is a share of similar photos, smoothed by this many photos' worth of "no":
+# one near-identical photo with a tag votes 0.8 for it, several similar photos average out.
+MEMORY_SMOOTHING = 0.25
+
+
+@dataclass(frozen=True)
+class Weights:
+    """Defaults from benchmarks/personalization.py (prior, prior_strength and memory searched)."""
+
+    prior: float = 0.5
+    memory: float = 8.0
+    rejection: float = 1.5
+    caption: float = 2.0
+    trending: float = 0.0
+    prior_strength: float = 20.0  # photos' worth of global prior in p_user
+    half_life_days: float = 365.0
+    neighbours: int = 10
+    min_similarity: float = 0.6  # cosine between CLIP image embeddings
+
+
+@dataclass
+class GlobalPrior:
+    """How often each tag is accepted across everyone (and, for trending, recently)."""
+
+    counts: dict[str, float]
+    photos: float
+    vocabulary_size: int
+    recent_counts: dict[str, float] | None = None
+    recent_photos: float = 0.0
+
+    def probability(self, tags: list[str]) -> np.ndarray:
+        """Share of everyone's photos that got each tag, smoothed towards an even spread."""
+        base = min(TYPICAL_TAGS_PER_PHOTO / self.vocabulary_size, 0.5)
+        counts = np.array([self.counts.get(tag, 0.0) for tag in tags], dtype=np.float64)
+        return (counts + GLOBAL_SMOOTHING * base) / (self.photos + GLOBAL_SMOOTHING)
+
+    def trending_lift(self, tags: list[str]) -> np.ndarray:
+        """log(recent share / long-term share); the recent share is smoothed towards the
+        long-term one, so a tag nobody used lately is not 'trending' by default."""
+        long_term = self.probability(tags)
+        recent = np.array([(self.recent_counts or {}).get(t, 0.0) for t in tags], np.float64)
+        smoothed = (recent + TRENDING_SMOOTHING * long_term) / (
+            self.recent_photos + TRENDING_SMOOTHING
+        )
+        return np.log(smoothed) - np.log(long_term)
+
+
+@dataclass
+class UserProfile:
+    """A person's history, arranged for fast ranking (built once, reused until they change it)."""
+
+    tags: list[str]  # every tag the person has a verdict on
+    embeddings: np.ndarray  # (photos, dim) float32
+    photo_weights: np.ndarray  # (photos,) time decay of each photo
+    accepted: np.ndarray  # (photos, tags) 0/1 float32
+    rejected_weight: np.ndarray  # (tags,) decayed rejections
+    accepted_weight: np.ndarray  # (tags,) decayed photos with the tag accepted
+    accepted_photos: float  # decayed photos with at least one accepted tag
+
+    @classmethod
+    def from_history(cls, history: UserHistory, now: float, weights: Weights) -> UserProfile:
+        tags = sorted({tag for verdicts in history.verdicts for tag in verdicts})
+        column = {tag: i for i, tag in enumerate(tags)}
+        age_days = (now - history.photo_times) / SECONDS_PER_DAY
+        decay = np.power(0.5, np.maximum(age_days, 0) / weights.half_life_days)
+        accepted = np.zeros((history.photos, len(tags)), dtype=np.float32)
+        rejected = np.zeros((history.photos, len(tags)), dtype=np.float32)
+        for row, verdicts in enumerate(history.verdicts):
+            for tag, verdict in verdicts.items():
+                (accepted if verdict > 0 else rejected)[row, column[tag]] = 1
+        has_accepted = accepted.any(axis=1)
+        return cls(
+            tags=tags,
+            embeddings=history.embeddings,
+            photo_weights=decay,
+            accepted=accepted,
+            rejected_weight=decay @ rejected,
+            accepted_weight=decay @ accepted,
+            accepted_photos=float(decay[has_accepted].sum()),
+        )
+
+    @property
+    def is_empty(self) -> bool:
+        return not self.tags
+
+
+def caption_words(caption: str | None) -> set[str]:
+    """Lower-cased words and hashtags of a caption, '#' removed."""
+    return {word.lower() for word in re.findall(r"#?(\w+)", caption or "")}
+
+
+def personalize(
+    scores: np.ndarray,
+    vocabulary: list[str],
+    embedding: np.ndarray,
+    profile: UserProfile | None,
+    global_prior: GlobalPrior,
+    weights: Weights,
+    caption: str | None = None,
+) -> list[tuple[str, float]]:
+    """Every candidate tag (vocabulary + the person's own), best first, with its final score."""
+    known = set(vocabulary)
+    own_tags = [tag for tag in (profile.tags if profile else []) if tag not in known]
+    candidates = [*vocabulary, *own_tags]
+    # The model knows nothing of a person's own tags: they start from how common they are.
+    base = np.concatenate(
+        [np.asarray(scores, dtype=np.float64), global_prior.probability(own_tags)]
+    )
+    logits = _logit(base)
+
+    if profile is not None and not profile.is_empty:
+        logits += _history_terms(candidates, embedding, profile, global_prior, weights)
+    if caption and weights.caption:
+        words = caption_words(caption)
+        logits += weights.caption * np.array([tag in words for tag in candidates], dtype=np.float64)
+    if weights.trending and global_prior.recent_counts:
+        logits += weights.trending * global_prior.trending_lift(candidates)
+    order = np.argsort(-logits, kind="stable")
+    return [(candidates[i], _sigmoid(logits[i])) for i in order]
+
+
+def _history_terms(
+    candidates: list[str],
+    embedding: np.ndarray,
+    profile: UserProfile,
+    global_prior: GlobalPrior,
+    weights: Weights,
+) -> np.ndarray:
+    column = {tag: i for i, tag in enumerate(profile.tags)}
+    positions = np.array([column.get(tag, -1) for tag in candidates])
+    in_history = positions >= 0
+    total = np.zeros(len(candidates), dtype=np.float64)
+
+    # Prior: p_user smoothed towards p_global; a log ratio, 0 when there is no history.
+    p_global = global_prior.probability(candidates)
+    accepted = np.zeros(len(candidates))
+    accepted[in_history] = profile.accepted_weight[positions[in_history]]
+    strength = weights.prior_strength
+    p_user = (accepted + strength * p_global) / (profile.accepted_photos + strength)
+    total += weights.prior * (np.log(p_user) - np.log(p_global))
+
+    # Memory: the person's most similar past photos vote for the tags they accepted there.
+    similar = _similar_photos(embedding, profile, weights)
+    if similar is not None:
+        rows, strengths = similar
+        votes = strengths @ profile.accepted[rows] / (strengths.sum() + MEMORY_SMOOTHING)
+        total[in_history] += weights.memory * votes[positions[in_history]]
+
+    # Rejections: a saturating penalty.
+    total[in_history] -= weights.rejection * np.log1p(
+        profile.rejected_weight[positions[in_history]]
+    )
+    return total
+
+
+def _similar_photos(embedding: np.ndarray, profile: UserProfile, weights: Weights):
+    if len(profile.embeddings) == 0:
+        return None
+    similarity = profile.embeddings @ np.asarray(embedding, dtype=np.float32)
+    count = min(weights.neighbours, len(similarity))
+    nearest = np.argpartition(-similarity, count - 1)[:count]
+    nearest = nearest[similarity[nearest] >= weights.min_similarity]
+    if len(nearest) == 0:
+        return None
+    closeness = (similarity[nearest] - weights.min_similarity) / (1 - weights.min_similarity)
+    return nearest, (closeness * profile.photo_weights[nearest]).astype(np.float32)
+
+
+def _logit(p: np.ndarray) -> np.ndarray:
+    # Float64 with a tiny clip: distinct float32 scores stay distinct, so order is kept exactly.
+    p = np.clip(p, 1e-12, 1 - 1e-12)
+    return np.log(p) - np.log1p(-p)
+
+
+def _sigmoid(x: float) -> float:
+    return 1 / (1 + math.exp(-x)) if x >= 0 else math.exp(x) / (1 + math.exp(x))

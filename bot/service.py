@@ -1,0 +1,243 @@
+"""The platform-neutral core: everything the Telegram and Discord adapters ask of the bot.
+
+Adapters translate platform events into these calls and the results back into messages; they
+hold no logic of their own. People are `UserRef(platform, platform_user_id)`; a suggestion is
+addressed by its id or by the bot message that carries it.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections import Counter, OrderedDict
+from dataclasses import dataclass
+
+from bot.personalize import GlobalPrior, UserProfile, Weights, personalize
+from bot.ratelimit import RateLimit, RateLimiter
+from bot.store import VERDICT_ACCEPT, VERDICT_REJECT, Store, StoredSuggestion
+from inference.engine import InferenceEngine
+from inference.vocab import normalize_hashtag
+
+MAX_TAG_LENGTH = 64
+TRENDING_WINDOW_DAYS = 7
+
+
+@dataclass(frozen=True)
+class UserRef:
+    platform: str  # "telegram", "discord", "console"
+    user_id: str  # the platform's own id, as text
+
+
+@dataclass(frozen=True)
+class Suggestion:
+    id: int
+    tags: list[tuple[str, float]]  # what to show, best first
+    caption_tags: list[str]  # hashtags the person wrote in the caption, recorded as theirs
+
+    @property
+    def text(self) -> str:
+        """Plain, copyable hashtags: `#beach #sunset ...`."""
+        return hashtag_text(tag for tag, _ in self.tags)
+
+
+class NotYourSuggestion(PermissionError):
+    """Someone reacted to (or pressed a button on) another person's suggestion."""
+
+
+class UnknownSuggestion(LookupError):
+    """No suggestion with that id or reply message (deleted, or forgotten with /forget)."""
+
+
+class RateLimited(RuntimeError):
+    def __init__(self, retry_after: float):
+        super().__init__(f"Too many photos at once; try again in {retry_after:.0f} s.")
+        self.retry_after = retry_after
+
+
+def hashtag_text(tags) -> str:
+    return " ".join(f"#{tag}" for tag in tags)
+
+
+def extract_hashtags(text: str | None) -> list[str]:
+    """The #hashtags in a text, normalised, in order, without duplicates or absurd lengths."""
+    found = (normalize_hashtag(tag) for tag in re.findall(r"#(\w+)", text or ""))
+    return list(dict.fromkeys(tag for tag in found if 0 < len(tag) <= MAX_TAG_LENGTH))
+
+
+class HashtagService:
+    def __init__(
+        self,
+        engine: InferenceEngine,
+        store: Store,
+        *,
+        model_version: str,
+        weights: Weights | None = None,
+        top_k: int = 10,
+        rate_limit: RateLimit | None = None,
+        profile_cache_size: int = 2048,
+        global_prior_ttl: float = 300.0,
+    ):
+        self.engine, self.store, self.model_version = engine, store, model_version
+        self.weights = weights or Weights()
+        self.top_k = top_k
+        self.vocabulary = list(engine.model.spec.vocabulary)
+        self._rate_limiter = RateLimiter(rate_limit or RateLimit())
+        self._profiles: OrderedDict[int, UserProfile] = OrderedDict()
+        self._profile_cache_size = profile_cache_size
+        self._global_prior: GlobalPrior | None = None
+        self._global_prior_time = 0.0
+        self._global_prior_ttl = global_prior_ttl
+
+    # --- suggestions -------------------------------------------------------------------
+
+    async def suggest(self, user: UserRef, image: bytes, caption: str | None = None) -> Suggestion:
+        """Hashtags for one photo, personalised for its sender.
+
+        Raises ImageRejected, EngineBusy, RateLimited or StoreUnavailable, each with a message
+        meant for the person.
+        """
+        wait = self._rate_limiter.acquire(user)
+        if wait:
+            raise RateLimited(wait)
+        prediction = await self.engine.predict(image)
+        user_id = await self.store.user_id(user.platform, user.user_id)
+        ranked = personalize(
+            prediction.scores,
+            self.vocabulary,
+            prediction.embedding,
+            await self._profile(user_id),
+            await self._prior(),
+            self.weights,
+            caption,
+        )
+        shown = ranked[: self.top_k]
+        suggestion_id = await self.store.add_suggestion(
+            user_id, user.platform, prediction.embedding, shown, self.model_version
+        )
+        caption_tags = extract_hashtags(caption)
+        if caption_tags:
+            await self._record(suggestion_id, user_id, caption_tags, VERDICT_ACCEPT, "caption")
+        return Suggestion(suggestion_id, shown, caption_tags)
+
+    async def attach_reply(self, suggestion_id: int, chat_id: str, message_id: str) -> None:
+        await self.store.attach_reply(suggestion_id, str(chat_id), str(message_id))
+
+    async def find_by_reply(self, platform: str, chat_id: str, message_id: str) -> StoredSuggestion:
+        found = await self.store.suggestion_for_reply(platform, str(chat_id), str(message_id))
+        if found is None:
+            raise UnknownSuggestion("That message holds no suggestion I remember.")
+        return found
+
+    # --- feedback (every write is committed before these return) -----------------------
+
+    async def accept(
+        self,
+        user: UserRef,
+        suggestion_id: int,
+        tags: list[str] | None = None,
+        source: str = "button",
+    ) -> list[str]:
+        """Accept some shown tags (default: all of them). Returns what was stored."""
+        return await self._judge(user, suggestion_id, tags, VERDICT_ACCEPT, source)
+
+    async def reject(
+        self,
+        user: UserRef,
+        suggestion_id: int,
+        tags: list[str] | None = None,
+        source: str = "reaction",
+    ) -> list[str]:
+        return await self._judge(user, suggestion_id, tags, VERDICT_REJECT, source)
+
+    async def add_own_tags(self, user: UserRef, suggestion_id: int, text: str) -> list[str]:
+        """The #hashtags a person typed for a photo, vocabulary or not."""
+        suggestion, user_id = await self._owned(user, suggestion_id)
+        tags = extract_hashtags(text)
+        if tags:
+            await self._record(suggestion.id, user_id, tags, VERDICT_ACCEPT, "typed")
+        return tags
+
+    async def undo(
+        self, user: UserRef, suggestion_id: int, source: str, verdict: int | None = None
+    ) -> int:
+        """Take back what one source said (a removed reaction); returns the rows removed."""
+        suggestion, user_id = await self._owned(user, suggestion_id)
+        removed = await self.store.remove_feedback(suggestion.id, source, verdict)
+        self._profiles.pop(user_id, None)
+        return removed
+
+    async def _judge(
+        self, user: UserRef, suggestion_id: int, tags: list[str] | None, verdict: int, source: str
+    ) -> list[str]:
+        suggestion, user_id = await self._owned(user, suggestion_id)
+        shown = suggestion.shown_tags
+        chosen = (
+            shown if tags is None else [tag for tag in map(normalize_hashtag, tags) if tag in shown]
+        )
+        if chosen:
+            await self._record(suggestion.id, user_id, chosen, verdict, source)
+        return chosen
+
+    async def _owned(self, user: UserRef, suggestion_id: int) -> tuple[StoredSuggestion, int]:
+        """The suggestion, if this person owns it. Nobody writes another person's history."""
+        suggestion = await self.store.suggestion(suggestion_id)
+        if suggestion is None:
+            raise UnknownSuggestion("That suggestion no longer exists.")
+        user_id = await self.store.find_user_id(user.platform, user.user_id)
+        if user_id is None or user_id != suggestion.user_id or suggestion.platform != user.platform:
+            raise NotYourSuggestion("Only the person who sent the photo can choose its hashtags.")
+        return suggestion, user_id
+
+    async def _record(
+        self, suggestion_id: int, user_id: int, tags: list[str], verdict: int, source: str
+    ) -> None:
+        await self.store.record_feedback(suggestion_id, user_id, tags, verdict, source)
+        self._profiles.pop(user_id, None)  # rebuilt from the database on the next photo
+
+    # --- the person's own data ---------------------------------------------------------
+
+    async def top_hashtags(self, user: UserRef, limit: int = 10) -> list[tuple[str, int]]:
+        """The person's most accepted hashtags, with how many photos got each."""
+        user_id = await self.store.find_user_id(user.platform, user.user_id)
+        if user_id is None:
+            return []
+        history = await self.store.user_history(user_id)
+        counts = Counter(
+            tag for verdicts in history.verdicts for tag, verdict in verdicts.items() if verdict > 0
+        )
+        return sorted(counts.items(), key=lambda item: (-item[1], item[0]))[:limit]
+
+    async def forget(self, user: UserRef) -> bool:
+        """Delete everything stored about a person. True when there was something to delete."""
+        user_id = await self.store.find_user_id(user.platform, user.user_id)
+        if user_id is None:
+            return False
+        await self.store.forget_user(user_id)
+        self._profiles.pop(user_id, None)
+        return True
+
+    # --- caches ------------------------------------------------------------------------
+
+    async def _profile(self, user_id: int) -> UserProfile:
+        profile = self._profiles.pop(user_id, None)
+        if profile is None:
+            history = await self.store.user_history(user_id)
+            profile = UserProfile.from_history(history, time.time(), self.weights)
+        self._profiles[user_id] = profile
+        if len(self._profiles) > self._profile_cache_size:
+            self._profiles.popitem(last=False)
+        return profile
+
+    async def _prior(self) -> GlobalPrior:
+        """Everyone's accepted tags, refreshed every few minutes (it moves slowly)."""
+        now = time.monotonic()
+        if self._global_prior is None or now - self._global_prior_time > self._global_prior_ttl:
+            counts, photos = await self.store.accepted_tag_counts()
+            prior = GlobalPrior(counts, photos, len(self.vocabulary))
+            if self.weights.trending:
+                since = time.time() - TRENDING_WINDOW_DAYS * 86_400
+                prior.recent_counts, prior.recent_photos = await self.store.accepted_tag_counts(
+                    since
+                )
+            self._global_prior, self._global_prior_time = prior, now
+        return self._global_prior

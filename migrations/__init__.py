@@ -1,0 +1,1 @@
+"""Numbered SQL migrations for the bot's SQLite database, applied in order at start-up."""

@@ -1,0 +1,123 @@
+"""The ranking maths of personalisation, on hand-made histories."""
+
+import time
+
+import numpy as np
+
+from bot.personalize import GlobalPrior, UserProfile, Weights, personalize
+from bot.store import UserHistory
+
+NAMED = ["beach", "sea", "dog", "cat", "food", "sun"]
+VOCAB = NAMED + [f"filler{i}" for i in range(94)]  # a realistic prior needs a real-sized vocab
+NOW = time.time()
+DAY = 86_400.0
+WEIGHTS = Weights()
+
+
+def unit(*values) -> np.ndarray:
+    vector = np.array(values, dtype=np.float32)
+    return vector / np.linalg.norm(vector)
+
+
+PHOTO_A, PHOTO_B = unit(1, 0, 0, 0), unit(0, 1, 0, 0)
+NEAR_A = unit(1, 0.1, 0, 0)
+
+
+def profile(*photos: tuple[np.ndarray, dict[str, int], float]) -> UserProfile:
+    """photos: (embedding, {tag: verdict}, age in days)."""
+    history = UserHistory(
+        photo_times=np.array([NOW - age * DAY for _, _, age in photos]),
+        embeddings=np.stack([embedding for embedding, _, _ in photos]),
+        verdicts=[verdicts for _, verdicts, _ in photos],
+    )
+    return UserProfile.from_history(history, NOW, WEIGHTS)
+
+
+def ranked(scores, embedding, user_profile, caption=None, prior=None, weights=WEIGHTS):
+    prior = prior or GlobalPrior({}, 0, len(VOCAB))
+    result = personalize(
+        np.array(scores, np.float32), VOCAB, embedding, user_profile, prior, weights, caption
+    )
+    return [tag for tag, _ in result]
+
+
+SCORES = [0.6, 0.55, 0.5, 0.45, 0.4, 0.35] + [0.01] * 94
+
+
+def test_a_new_user_gets_exactly_the_unpersonalised_ranking():
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        scores = rng.random(len(VOCAB)).astype(np.float32)
+        scores[rng.integers(len(VOCAB))] = scores[0]  # ties must keep their order too
+        expected = [VOCAB[i] for i in np.argsort(-scores, kind="stable")]
+        empty = UserProfile.from_history(
+            UserHistory(np.zeros(0), np.zeros((0, 4)), []), NOW, WEIGHTS
+        )
+        busy_prior = GlobalPrior({"dog": 50, "cat": 10}, 60, len(VOCAB))
+        for user_profile in (None, empty):
+            result = personalize(scores, VOCAB, PHOTO_A, user_profile, busy_prior, WEIGHTS)
+            assert [tag for tag, _ in result] == expected
+            np.testing.assert_allclose([s for _, s in result], np.sort(scores)[::-1], rtol=1e-5)
+
+
+def test_habitual_tags_rise_and_rejected_tags_fall():
+    habits = profile(*[(PHOTO_B, {"dog": 1, "beach": -1}, 1) for _ in range(5)])
+    order = ranked(SCORES, PHOTO_A, habits)
+    assert order[0] == "dog"
+    assert order.index("beach") > order.index("food")  # was first, now below the 5th
+
+
+def test_own_out_of_vocabulary_tags_come_back_on_similar_photos_only():
+    mine = profile((PHOTO_A, {"beach": 1, "mysurfclub": 1}, 2), (PHOTO_B, {"food": 1}, 2))
+    near = ranked(SCORES, NEAR_A, mine)
+    far = ranked(SCORES, PHOTO_B, mine)
+    assert near.index("mysurfclub") < 5
+    assert far.index("mysurfclub") > far.index("food")
+    assert "mysurfclub" not in ranked(SCORES, NEAR_A, None)
+
+
+def test_old_habits_count_less_than_recent_ones():
+    recent = profile(*[(PHOTO_B, {"cat": 1}, 1) for _ in range(3)])
+    old = profile(*[(PHOTO_B, {"cat": 1}, 5 * 365) for _ in range(3)])
+    lift = {}
+    for name, user_profile in (("recent", recent), ("old", old)):
+        result = dict(personalize(np.array(SCORES, np.float32), VOCAB, PHOTO_A, user_profile,
+                                  GlobalPrior({}, 0, len(VOCAB)), WEIGHTS))  # fmt: skip
+        lift[name] = result["cat"]
+    assert lift["recent"] > lift["old"] > SCORES[3]
+
+
+def test_the_caption_informs_the_ranking():
+    assert ranked(SCORES, PHOTO_A, None, caption="Lunch with my #dog")[0] == "dog"
+    no_caption = Weights(caption=0)
+    assert ranked(SCORES, PHOTO_A, None, caption="dog", weights=no_caption)[0] == "beach"
+
+
+def test_trending_is_optional_and_global():
+    prior = GlobalPrior(
+        {"food": 5, "beach": 40}, 100, len(VOCAB), recent_counts={"food": 5}, recent_photos=5
+    )
+    assert ranked(SCORES, PHOTO_A, None, prior=prior)[0] == "beach"  # off by default
+    trending = Weights(trending=2.0)
+    assert ranked(SCORES, PHOTO_A, None, prior=prior, weights=trending)[0] == "food"
+
+
+def test_personalising_with_ten_thousand_past_photos_takes_under_20_ms():
+    rng = np.random.default_rng(0)
+    vocabulary = [f"tag{i}" for i in range(997)]
+    embeddings = rng.normal(size=(10_000, 512)).astype(np.float32)
+    embeddings /= np.linalg.norm(embeddings, axis=1, keepdims=True)
+    verdicts = [
+        {f"tag{j}": 1 for j in rng.integers(0, 997, 4)} | {f"own{rng.integers(0, 300)}": 1}
+        for _ in range(10_000)
+    ]
+    history = UserHistory(NOW - rng.random(10_000) * 400 * DAY, embeddings, verdicts)
+    big = UserProfile.from_history(history, NOW, WEIGHTS)
+    prior = GlobalPrior({f"tag{i}": i for i in range(997)}, 5000, 997)
+    scores, photo = rng.random(997).astype(np.float32), embeddings[42]
+    timings = []
+    for _ in range(15):
+        start = time.perf_counter()
+        personalize(scores, vocabulary, photo, big, prior, WEIGHTS)
+        timings.append(time.perf_counter() - start)
+    assert np.median(timings) < 0.020, f"median {np.median(timings) * 1000:.1f} ms"

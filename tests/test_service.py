@@ -1,0 +1,148 @@
+"""The platform-neutral core, driven as the adapters drive it: real engine, real database."""
+
+import numpy as np
+import pytest
+import torch
+
+from bot.ratelimit import RateLimit, RateLimiter
+from bot.service import (
+    HashtagService,
+    NotYourSuggestion,
+    RateLimited,
+    UnknownSuggestion,
+    UserRef,
+    extract_hashtags,
+)
+from bot.store import Store
+from inference.engine import InferenceEngine
+from inference.images import ImageRejected
+from tests.corpus import jpeg
+
+ALICE, BOB = UserRef("telegram", "100"), UserRef("telegram", "200")
+ALICE_ON_DISCORD = UserRef("discord", "100")
+
+
+@pytest.fixture
+async def service(tiny_model, tmp_path):
+    store = await Store.open(tmp_path / "bot.sqlite3")
+    async with InferenceEngine(tiny_model, torch.device("cpu")) as engine:
+        yield HashtagService(
+            engine, store, model_version="tiny-test", rate_limit=RateLimit(600, 50)
+        )
+    await store.close()
+
+
+async def test_a_new_user_gets_the_models_own_top_hashtags(service):
+    photo = jpeg(seed=1)
+    suggestion = await service.suggest(ALICE, photo)
+    prediction = await service.engine.predict(photo)
+    assert [tag for tag, _ in suggestion.tags] == [tag for tag, _ in prediction.top(10)]
+    assert suggestion.text.startswith("#") and len(suggestion.text.split()) == 10
+
+
+async def test_accept_some_all_and_reject_write_only_shown_tags(service):
+    suggestion = await service.suggest(ALICE, jpeg(seed=2))
+    shown = [tag for tag, _ in suggestion.tags]
+    assert await service.accept(ALICE, suggestion.id, [f"#{shown[1]}", "notshown"]) == [shown[1]]
+    assert await service.accept(ALICE, suggestion.id, source="reaction") == shown
+    assert await service.reject(ALICE, suggestion.id, [shown[2]], source="button") == [shown[2]]
+    top = dict(await service.top_hashtags(ALICE))
+    assert shown[1] in top and shown[0] in top
+
+
+async def test_own_hashtags_outside_the_vocabulary_come_back_on_the_next_similar_photo(service):
+    photo = jpeg(seed=3)
+    first = await service.suggest(ALICE, photo)
+    assert await service.add_own_tags(ALICE, first.id, "mine: #MyCatLuna #beach, #x") == [
+        "mycatluna",
+        "beach",
+        "x",
+    ]
+    again = await service.suggest(ALICE, photo)
+    assert "mycatluna" in [tag for tag, _ in again.tags]
+    # Bob's suggestions are untouched by Alice's history.
+    assert "mycatluna" not in [tag for tag, _ in (await service.suggest(BOB, photo)).tags]
+
+
+async def test_another_persons_reaction_never_writes_history(service):
+    suggestion = await service.suggest(ALICE, jpeg(seed=4))
+    await service.suggest(BOB, jpeg(seed=5))  # Bob exists, with history of his own
+    for stranger in (BOB, ALICE_ON_DISCORD, UserRef("telegram", "never-seen")):
+        with pytest.raises(NotYourSuggestion):
+            await service.accept(stranger, suggestion.id)
+        with pytest.raises(NotYourSuggestion):
+            await service.add_own_tags(stranger, suggestion.id, "#spam")
+    assert await service.top_hashtags(ALICE) == [] and await service.top_hashtags(BOB) == []
+
+
+async def test_undo_removes_only_what_that_reaction_said(service):
+    suggestion = await service.suggest(ALICE, jpeg(seed=6))
+    shown = [tag for tag, _ in suggestion.tags]
+    await service.accept(ALICE, suggestion.id, [shown[0]], source="button")
+    await service.accept(ALICE, suggestion.id, source="reaction")
+    assert await service.undo(ALICE, suggestion.id, "reaction", verdict=1) == len(shown)
+    assert await service.top_hashtags(ALICE) == [(shown[0], 1)]
+
+
+async def test_caption_hashtags_are_recorded_as_the_persons_own(service):
+    suggestion = await service.suggest(ALICE, jpeg(seed=7), caption="sunday #BrunchClub #food")
+    assert suggestion.caption_tags == ["brunchclub", "food"]
+    assert dict(await service.top_hashtags(ALICE)) == {"brunchclub": 1, "food": 1}
+
+
+async def test_replies_are_found_by_the_bot_message_that_carries_them(service):
+    suggestion = await service.suggest(ALICE, jpeg(seed=8))
+    await service.attach_reply(suggestion.id, 555, 42)
+    assert (await service.find_by_reply("telegram", "555", "42")).id == suggestion.id
+    with pytest.raises(UnknownSuggestion):
+        await service.find_by_reply("discord", "555", "42")
+
+
+async def test_forget_deletes_everything_and_the_person_starts_fresh(service):
+    photo = jpeg(seed=9)
+    suggestion = await service.suggest(ALICE, photo)
+    await service.add_own_tags(ALICE, suggestion.id, "#onlymine")
+    assert await service.forget(ALICE) is True
+    assert await service.top_hashtags(ALICE) == []
+    assert "onlymine" not in [tag for tag, _ in (await service.suggest(ALICE, photo)).tags]
+    with pytest.raises(UnknownSuggestion):
+        await service.accept(ALICE, suggestion.id)
+    assert await service.forget(UserRef("telegram", "nobody")) is False
+
+
+async def test_bad_images_and_floods_get_clear_errors(service, tiny_model):
+    with pytest.raises(ImageRejected):
+        await service.suggest(ALICE, b"definitely not a photo")
+    strict = HashtagService(
+        service.engine,
+        service.store,
+        model_version="t",
+        rate_limit=RateLimit(per_minute=1, burst=2),
+    )
+    await strict.suggest(BOB, jpeg())
+    await strict.suggest(BOB, jpeg())
+    with pytest.raises(RateLimited) as limited:
+        await strict.suggest(BOB, jpeg())
+    assert 30 < limited.value.retry_after <= 60
+    await strict.suggest(ALICE, jpeg())  # others are not affected
+
+
+def test_rate_limiter_refills_over_time():
+    now = [0.0]
+    limiter = RateLimiter(RateLimit(per_minute=6, burst=2), clock=lambda: now[0])
+    assert limiter.acquire("a") == 0 and limiter.acquire("a") == 0
+    assert limiter.acquire("a") == pytest.approx(10)
+    now[0] += 10
+    assert limiter.acquire("a") == 0
+
+
+def test_hashtags_are_extracted_normalised_and_bounded():
+    assert extract_hashtags("#Beach #beach #sun_set, #x" + " #" + "a" * 80) == [
+        "beach",
+        "sun_set",
+        "x",
+    ]
+    assert extract_hashtags(None) == [] and extract_hashtags("no tags here") == []
+    assert np.isfinite(len(extract_hashtags("#日本 #café"))) and extract_hashtags("#日本") == [
+        "日本"
+    ]

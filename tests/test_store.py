@@ -1,0 +1,146 @@
+"""The SQLite store against real database files: migrations, idempotency, forget, failures."""
+
+import asyncio
+import sqlite3
+
+import aiosqlite
+import numpy as np
+import pytest
+
+from bot.schema import SchemaTooNew, migrate, migrations
+from bot.store import Store, StoreUnavailable
+
+EMBEDDING = np.ones(8, dtype=np.float32) / np.sqrt(8)
+
+
+@pytest.fixture
+async def store(tmp_path):
+    store = await Store.open(tmp_path / "bot.sqlite3")
+    yield store
+    await store.close()
+
+
+async def new_suggestion(store: Store, platform_user_id: str = "1", shown=None) -> tuple[int, int]:
+    user_id = await store.user_id("telegram", platform_user_id)
+    shown = shown or [("beach", 0.9), ("sea", 0.8), ("sun", 0.4)]
+    return user_id, await store.add_suggestion(user_id, "telegram", EMBEDDING, shown, "test-model")
+
+
+def schema_of(path) -> list[tuple]:
+    with sqlite3.connect(path) as db:
+        return db.execute(
+            "SELECT type, name, sql FROM sqlite_master WHERE name NOT LIKE 'sqlite_%' ORDER BY name"
+        ).fetchall()
+
+
+async def test_a_new_database_is_at_the_newest_version_with_safe_settings(store, tmp_path):
+    newest = migrations()[-1].version
+    with sqlite3.connect(tmp_path / "bot.sqlite3") as db:
+        assert db.execute("PRAGMA user_version").fetchone()[0] == newest
+        assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        applied = db.execute("SELECT version FROM schema_migrations ORDER BY version").fetchall()
+        assert [version for (version,) in applied] == list(range(1, newest + 1))
+    cursor = await store._db.execute("PRAGMA foreign_keys")
+    assert (await cursor.fetchone())[0] == 1
+
+
+@pytest.mark.parametrize("start", range(len(migrations())))
+async def test_every_earlier_version_upgrades_to_the_newest_schema(tmp_path, start):
+    old = tmp_path / "old.sqlite3"
+    async with aiosqlite.connect(old, isolation_level=None) as db:
+        assert await migrate(db, target=start) == start
+    await (await Store.open(old)).close()  # opening migrates
+    fresh = tmp_path / "fresh.sqlite3"
+    await (await Store.open(fresh)).close()
+    assert schema_of(old) == schema_of(fresh)
+
+
+async def test_a_database_from_newer_code_is_refused(tmp_path):
+    path = tmp_path / "future.sqlite3"
+    with sqlite3.connect(path) as db:
+        db.execute(f"PRAGMA user_version = {migrations()[-1].version + 1}")
+    with pytest.raises(SchemaTooNew, match="newer version of the bot"):
+        await Store.open(path)
+
+
+async def test_the_same_feedback_twice_counts_once_and_can_be_undone(store):
+    user_id, suggestion_id = await new_suggestion(store)
+    for _ in range(2):
+        await store.record_feedback(suggestion_id, user_id, ["beach", "sea"], 1, "reaction")
+    await store.record_feedback(suggestion_id, user_id, ["beach"], 1, "button")
+    history = await store.user_history(user_id)
+    assert history.photos == 1 and history.verdicts[0] == {"beach": 1, "sea": 1}
+    assert await store.remove_feedback(suggestion_id, "reaction") == 2
+    assert (await store.user_history(user_id)).verdicts == [{"beach": 1}]  # the button stays
+
+
+async def test_the_latest_verdict_on_a_tag_wins(store):
+    user_id, suggestion_id = await new_suggestion(store)
+    await store.record_feedback(suggestion_id, user_id, ["sea"], 1, "button")
+    await asyncio.sleep(0.01)
+    await store.record_feedback(suggestion_id, user_id, ["sea"], -1, "reaction")
+    assert (await store.user_history(user_id)).verdicts == [{"sea": -1}]
+
+
+async def test_reply_lookup_and_embeddings_round_trip(store):
+    user_id, suggestion_id = await new_suggestion(store)
+    await store.attach_reply(suggestion_id, "chat-5", "77")
+    found = await store.suggestion_for_reply("telegram", "chat-5", "77")
+    assert found.id == suggestion_id and found.shown_tags == ["beach", "sea", "sun"]
+    assert await store.suggestion_for_reply("discord", "chat-5", "77") is None
+    await store.record_feedback(suggestion_id, user_id, ["sun"], 1, "typed")
+    history = await store.user_history(user_id)
+    np.testing.assert_allclose(history.embeddings[0], EMBEDDING, atol=1e-3)
+
+
+async def test_forget_removes_every_row_of_that_user_and_nobody_else(store, tmp_path):
+    alice, alice_photo = await new_suggestion(store, "alice")
+    bob, bob_photo = await new_suggestion(store, "bob")
+    for user_id, photo in ((alice, alice_photo), (bob, bob_photo)):
+        await store.record_feedback(photo, user_id, ["beach"], 1, "reaction")
+    await store.forget_user(alice)
+    with sqlite3.connect(tmp_path / "bot.sqlite3") as db:
+        for table, column in (("users", "id"), ("suggestions", "user_id"), ("feedback", "user_id")):
+            rows = dict(db.execute(f"SELECT {column}, COUNT(*) FROM {table} GROUP BY {column}"))
+            assert alice not in rows and rows[bob] == 1
+    assert await store.find_user_id("telegram", "alice") is None
+
+
+async def test_many_coroutines_write_at_once_and_nothing_is_lost(store):
+    user_id, suggestion_id = await new_suggestion(store)
+    await asyncio.gather(
+        *(
+            store.record_feedback(suggestion_id, user_id, [f"tag{i}"], 1, "typed")
+            for i in range(60)
+        ),
+        *(store.user_id("telegram", f"other{i}") for i in range(20)),
+    )
+    assert len((await store.user_history(user_id)).verdicts[0]) == 60
+
+
+async def test_a_locked_database_is_a_clear_error_not_a_crash(tmp_path):
+    path = tmp_path / "bot.sqlite3"
+    store = await Store.open(path, busy_timeout_ms=100)
+    blocker = sqlite3.connect(path, isolation_level=None)
+    blocker.execute("BEGIN IMMEDIATE")
+    try:
+        with pytest.raises(StoreUnavailable, match="busy"):
+            await store.user_id("telegram", "1")
+    finally:
+        blocker.execute("ROLLBACK")
+        blocker.close()
+    assert await store.user_id("telegram", "1") == 1  # works again once the lock is gone
+    await store.close()
+
+
+async def test_a_full_disk_is_a_clear_error_and_keeps_what_was_saved(store):
+    user_id, suggestion_id = await new_suggestion(store)
+    await store.record_feedback(suggestion_id, user_id, ["beach"], 1, "button")
+    cursor = await store._db.execute("PRAGMA page_count")
+    pages = (await cursor.fetchone())[0]
+    await store._db.execute(f"PRAGMA max_page_count = {pages}")  # no room to grow
+    with pytest.raises(StoreUnavailable, match="disk is full"):
+        await store.record_feedback(
+            suggestion_id, user_id, [f"long-tag-{i}-" + "x" * 200 for i in range(400)], 1, "typed"
+        )
+    assert (await store.user_history(user_id)).verdicts == [{"beach": 1}]
