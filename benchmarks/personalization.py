@@ -9,7 +9,8 @@ Simulated people post photos whose true hashtags are real HARRISON tag lists:
 - "random" users post random HARRISON photos and have no habits.
 A noisy image model scores the 997 vocabulary tags from the true tags (plus noise and a
 popularity bias); photo embeddings are built from the true tags plus noise, so photos with
-similar tags are similar. After each post the person accepts the shown tags that are true,
+similar tags are similar; 30 % of posts are another shot of an earlier scene (same tags, a
+near-identical embedding). After each post the person accepts the shown tags that are true,
 types about half of the true ones that were not shown, and now and then rejects a wrong one.
 
 Reported: recall@5 and precision@1 against each photo's true tags, un-personalised vs
@@ -25,7 +26,7 @@ import json
 import sys
 import time
 from collections import Counter, defaultdict
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -38,6 +39,7 @@ from inference.vocab import load_vocabulary
 
 CHECKPOINTS = (0, 5, 20, 100)
 MAX_HARM = 0.02  # recall@5 a person without habits may lose
+RESHOOT_SHARE = 0.3  # posts that are another shot of an earlier scene
 TEST_POSTS, SHOWN, EMBED_DIM = 20, 10, 64
 
 
@@ -72,10 +74,19 @@ class World:
     def photo(self, tags: list[str], extra: set[str]) -> Photo:
         truth = set(tags) | extra
         known = [self.index[tag] for tag in truth if tag in self.index]
+        vector = self.tag_vectors[known].sum(axis=0) + self.rng.normal(0, 1.2, EMBED_DIM)
+        return Photo(truth, self._scores(known), vector / np.linalg.norm(vector))
+
+    def reshoot(self, original: Photo) -> Photo:
+        """Another shot of the same scene: same tags, a very similar embedding."""
+        known = [self.index[tag] for tag in original.truth if tag in self.index]
+        vector = original.embedding + self.rng.normal(0, 0.03, EMBED_DIM)
+        return Photo(original.truth, self._scores(known), vector / np.linalg.norm(vector))
+
+    def _scores(self, known: list[int]) -> np.ndarray:
         logits = 0.6 * self.popularity - 3.2 + self.rng.normal(0, 1.8, len(self.vocabulary))
         logits[known] += 2.5
-        vector = self.tag_vectors[known].sum(axis=0) + self.rng.normal(0, 1.2, EMBED_DIM)
-        return Photo(truth, 1 / (1 + np.exp(-logits)), vector / np.linalg.norm(vector))
+        return 1 / (1 + np.exp(-logits))
 
 
 @dataclass
@@ -83,8 +94,20 @@ class Person:
     topics: list[str]
     handle: str | None
     signature: str | None
+    posted: list[Photo] = field(default_factory=list)
 
-    def post(self, world: World) -> Photo:
+    def post(self, world: World, remember: bool = True) -> Photo:
+        """A new photo; 30 % of the time another shot of one they posted before."""
+        rng = world.rng
+        if self.posted and rng.random() < RESHOOT_SHARE:
+            photo = world.reshoot(self.posted[rng.integers(len(self.posted))])
+        else:
+            photo = self._new_photo(world)
+        if remember:
+            self.posted.append(photo)
+        return photo
+
+    def _new_photo(self, world: World) -> Photo:
         rng = world.rng
         if self.topics:
             pool = world.by_topic[self.topics[rng.integers(len(self.topics))]]
@@ -125,6 +148,8 @@ def recall_precision(ranking: list[str], truth: set[str]) -> tuple[float, float]
 def simulate(world: World, people: list[Person], weights: Weights, seed: int) -> dict:
     """Mean recall@5 / precision@1 per (kind of person, checkpoint, personalised or not)."""
     world.rng = np.random.default_rng(seed)
+    for person in people:
+        person.posted.clear()
     now = time.time()
     histories = [([], [], []) for _ in people]  # times, embeddings, verdicts
     prior_counts: Counter = Counter()
@@ -151,7 +176,7 @@ def simulate(world: World, people: list[Person], weights: Weights, seed: int) ->
             kind = "interest" if person.topics else "random"
             profile = _profile(history, now, weights)
             for _ in range(TEST_POSTS):
-                photo = person.post(world)
+                photo = person.post(world, remember=False)
                 plain = [world.vocabulary[i] for i in np.argsort(-photo.scores, kind="stable")]
                 mine = _rank(world, photo, profile, prior, weights)
                 results[kind, checkpoint, "plain"].append(recall_precision(plain, photo.truth))
