@@ -9,9 +9,10 @@ Simulated people post photos whose true hashtags are real HARRISON tag lists:
 - "random" users post random HARRISON photos and have no habits.
 A noisy image model scores the 997 vocabulary tags from the true tags (plus noise and a
 popularity bias); photo embeddings are built from the true tags plus noise, so photos with
-similar tags are similar; 30 % of posts are another shot of an earlier scene (same tags, a
-near-identical embedding). After each post the person accepts the shown tags that are true,
-types about half of the true ones that were not shown, and now and then rejects a wrong one.
+similar tags are similar; 30 % of an interest user's posts are another shot of an earlier
+scene (same tags, a near-identical embedding). After each post the person accepts the shown
+tags that are true, types about half of the true ones that were not shown, and now and then
+rejects a wrong one.
 
 Reported: recall@5 and precision@1 against each photo's true tags, un-personalised vs
 personalised, after 0, 5, 20 and 100 posts with feedback, over 20 fresh photos per person.
@@ -97,9 +98,13 @@ class Person:
     posted: list[Photo] = field(default_factory=list)
 
     def post(self, world: World, remember: bool = True) -> Photo:
-        """A new photo; 30 % of the time another shot of one they posted before."""
+        """A new photo; for interest users, 30 % of the time another shot of an earlier one.
+
+        Random users never re-shoot: their history must predict nothing, so that they measure
+        what personalisation costs a person it cannot help.
+        """
         rng = world.rng
-        if self.posted and rng.random() < RESHOOT_SHARE:
+        if self.topics and self.posted and rng.random() < RESHOOT_SHARE:
             photo = world.reshoot(self.posted[rng.integers(len(self.posted))])
         else:
             photo = self._new_photo(world)

@@ -7,15 +7,20 @@ addressed by its id or by the bot message that carries it.
 
 from __future__ import annotations
 
+import asyncio
 import re
 import time
 from collections import Counter, OrderedDict
+from collections.abc import Sequence
 from dataclasses import dataclass
+
+import numpy as np
 
 from bot.personalize import GlobalPrior, UserProfile, Weights, personalize
 from bot.ratelimit import RateLimit, RateLimiter
 from bot.store import VERDICT_ACCEPT, VERDICT_REJECT, Store, StoredSuggestion
-from inference.engine import InferenceEngine
+from inference.engine import InferenceEngine, Prediction
+from inference.images import ImageRejected
 from inference.vocab import normalize_hashtag
 
 MAX_TAG_LENGTH = 64
@@ -90,21 +95,25 @@ class HashtagService:
 
     # --- suggestions -------------------------------------------------------------------
 
-    async def suggest(self, user: UserRef, image: bytes, caption: str | None = None) -> Suggestion:
-        """Hashtags for one photo, personalised for its sender.
+    async def suggest(
+        self, user: UserRef, images: Sequence[bytes], caption: str | None = None
+    ) -> Suggestion:
+        """Hashtags for one post (a photo, or an album), personalised for its sender.
 
-        Raises ImageRejected, EngineBusy, RateLimited or StoreUnavailable, each with a message
-        meant for the person.
+        An album is one post with one set of hashtags: each tag scores its best over the
+        photos, and the post's embedding is their mean. Photos that cannot be read are
+        skipped while at least one can. Raises ImageRejected, EngineBusy, RateLimited or
+        StoreUnavailable, each with a message meant for the person.
         """
         wait = self._rate_limiter.acquire(user)
         if wait:
             raise RateLimited(wait)
-        prediction = await self.engine.predict(image)
+        scores, embedding = await self._predict_post(images)
         user_id = await self.store.user_id(user.platform, user.user_id)
         ranked = personalize(
-            prediction.scores,
+            scores,
             self.vocabulary,
-            prediction.embedding,
+            embedding,
             await self._profile(user_id),
             await self._prior(),
             self.weights,
@@ -112,12 +121,26 @@ class HashtagService:
         )
         shown = ranked[: self.top_k]
         suggestion_id = await self.store.add_suggestion(
-            user_id, user.platform, prediction.embedding, shown, self.model_version
+            user_id, user.platform, embedding, shown, self.model_version
         )
         caption_tags = extract_hashtags(caption)
         if caption_tags:
             await self._record(suggestion_id, user_id, caption_tags, VERDICT_ACCEPT, "caption")
         return Suggestion(suggestion_id, shown, caption_tags)
+
+    async def _predict_post(self, images: Sequence[bytes]) -> tuple[np.ndarray, np.ndarray]:
+        outcomes = await asyncio.gather(
+            *(self.engine.predict(image) for image in images), return_exceptions=True
+        )
+        predictions = [outcome for outcome in outcomes if isinstance(outcome, Prediction)]
+        if not predictions:
+            raise next(o for o in outcomes if isinstance(o, BaseException))
+        for outcome in outcomes:  # anything but a bad image is not ours to swallow
+            if isinstance(outcome, BaseException) and not isinstance(outcome, ImageRejected):
+                raise outcome
+        scores = np.max([p.scores for p in predictions], axis=0)
+        mean = np.mean([p.embedding.astype(np.float32) for p in predictions], axis=0)
+        return scores, mean / max(float(np.linalg.norm(mean)), 1e-12)
 
     async def attach_reply(self, suggestion_id: int, chat_id: str, message_id: str) -> None:
         await self.store.attach_reply(suggestion_id, str(chat_id), str(message_id))
@@ -151,7 +174,7 @@ class HashtagService:
 
     async def add_own_tags(self, user: UserRef, suggestion_id: int, text: str) -> list[str]:
         """The #hashtags a person typed for a photo, vocabulary or not."""
-        suggestion, user_id = await self._owned(user, suggestion_id)
+        suggestion, user_id = await self.owned_suggestion(user, suggestion_id)
         tags = extract_hashtags(text)
         if tags:
             await self._record(suggestion.id, user_id, tags, VERDICT_ACCEPT, "typed")
@@ -161,7 +184,7 @@ class HashtagService:
         self, user: UserRef, suggestion_id: int, source: str, verdict: int | None = None
     ) -> int:
         """Take back what one source said (a removed reaction); returns the rows removed."""
-        suggestion, user_id = await self._owned(user, suggestion_id)
+        suggestion, user_id = await self.owned_suggestion(user, suggestion_id)
         removed = await self.store.remove_feedback(suggestion.id, source, verdict)
         self._profiles.pop(user_id, None)
         return removed
@@ -169,7 +192,7 @@ class HashtagService:
     async def _judge(
         self, user: UserRef, suggestion_id: int, tags: list[str] | None, verdict: int, source: str
     ) -> list[str]:
-        suggestion, user_id = await self._owned(user, suggestion_id)
+        suggestion, user_id = await self.owned_suggestion(user, suggestion_id)
         shown = suggestion.shown_tags
         chosen = (
             shown if tags is None else [tag for tag in map(normalize_hashtag, tags) if tag in shown]
@@ -178,7 +201,9 @@ class HashtagService:
             await self._record(suggestion.id, user_id, chosen, verdict, source)
         return chosen
 
-    async def _owned(self, user: UserRef, suggestion_id: int) -> tuple[StoredSuggestion, int]:
+    async def owned_suggestion(
+        self, user: UserRef, suggestion_id: int
+    ) -> tuple[StoredSuggestion, int]:
         """The suggestion, if this person owns it. Nobody writes another person's history."""
         suggestion = await self.store.suggestion(suggestion_id)
         if suggestion is None:

@@ -34,14 +34,14 @@ async def service(tiny_model, tmp_path):
 
 async def test_a_new_user_gets_the_models_own_top_hashtags(service):
     photo = jpeg(seed=1)
-    suggestion = await service.suggest(ALICE, photo)
+    suggestion = await service.suggest(ALICE, [photo])
     prediction = await service.engine.predict(photo)
     assert [tag for tag, _ in suggestion.tags] == [tag for tag, _ in prediction.top(10)]
     assert suggestion.text.startswith("#") and len(suggestion.text.split()) == 10
 
 
 async def test_accept_some_all_and_reject_write_only_shown_tags(service):
-    suggestion = await service.suggest(ALICE, jpeg(seed=2))
+    suggestion = await service.suggest(ALICE, [jpeg(seed=2)])
     shown = [tag for tag, _ in suggestion.tags]
     assert await service.accept(ALICE, suggestion.id, [f"#{shown[1]}", "notshown"]) == [shown[1]]
     assert await service.accept(ALICE, suggestion.id, source="reaction") == shown
@@ -52,21 +52,21 @@ async def test_accept_some_all_and_reject_write_only_shown_tags(service):
 
 async def test_own_hashtags_outside_the_vocabulary_come_back_on_the_next_similar_photo(service):
     photo = jpeg(seed=3)
-    first = await service.suggest(ALICE, photo)
+    first = await service.suggest(ALICE, [photo])
     assert await service.add_own_tags(ALICE, first.id, "mine: #MyCatLuna #beach, #x") == [
         "mycatluna",
         "beach",
         "x",
     ]
-    again = await service.suggest(ALICE, photo)
+    again = await service.suggest(ALICE, [photo])
     assert "mycatluna" in [tag for tag, _ in again.tags]
     # Bob's suggestions are untouched by Alice's history.
-    assert "mycatluna" not in [tag for tag, _ in (await service.suggest(BOB, photo)).tags]
+    assert "mycatluna" not in [tag for tag, _ in (await service.suggest(BOB, [photo])).tags]
 
 
 async def test_another_persons_reaction_never_writes_history(service):
-    suggestion = await service.suggest(ALICE, jpeg(seed=4))
-    await service.suggest(BOB, jpeg(seed=5))  # Bob exists, with history of his own
+    suggestion = await service.suggest(ALICE, [jpeg(seed=4)])
+    await service.suggest(BOB, [jpeg(seed=5)])  # Bob exists, with history of his own
     for stranger in (BOB, ALICE_ON_DISCORD, UserRef("telegram", "never-seen")):
         with pytest.raises(NotYourSuggestion):
             await service.accept(stranger, suggestion.id)
@@ -76,7 +76,7 @@ async def test_another_persons_reaction_never_writes_history(service):
 
 
 async def test_undo_removes_only_what_that_reaction_said(service):
-    suggestion = await service.suggest(ALICE, jpeg(seed=6))
+    suggestion = await service.suggest(ALICE, [jpeg(seed=6)])
     shown = [tag for tag, _ in suggestion.tags]
     await service.accept(ALICE, suggestion.id, [shown[0]], source="button")
     await service.accept(ALICE, suggestion.id, source="reaction")
@@ -85,13 +85,13 @@ async def test_undo_removes_only_what_that_reaction_said(service):
 
 
 async def test_caption_hashtags_are_recorded_as_the_persons_own(service):
-    suggestion = await service.suggest(ALICE, jpeg(seed=7), caption="sunday #BrunchClub #food")
+    suggestion = await service.suggest(ALICE, [jpeg(seed=7)], caption="sunday #BrunchClub #food")
     assert suggestion.caption_tags == ["brunchclub", "food"]
     assert dict(await service.top_hashtags(ALICE)) == {"brunchclub": 1, "food": 1}
 
 
 async def test_replies_are_found_by_the_bot_message_that_carries_them(service):
-    suggestion = await service.suggest(ALICE, jpeg(seed=8))
+    suggestion = await service.suggest(ALICE, [jpeg(seed=8)])
     await service.attach_reply(suggestion.id, 555, 42)
     assert (await service.find_by_reply("telegram", "555", "42")).id == suggestion.id
     with pytest.raises(UnknownSuggestion):
@@ -100,11 +100,11 @@ async def test_replies_are_found_by_the_bot_message_that_carries_them(service):
 
 async def test_forget_deletes_everything_and_the_person_starts_fresh(service):
     photo = jpeg(seed=9)
-    suggestion = await service.suggest(ALICE, photo)
+    suggestion = await service.suggest(ALICE, [photo])
     await service.add_own_tags(ALICE, suggestion.id, "#onlymine")
     assert await service.forget(ALICE) is True
     assert await service.top_hashtags(ALICE) == []
-    assert "onlymine" not in [tag for tag, _ in (await service.suggest(ALICE, photo)).tags]
+    assert "onlymine" not in [tag for tag, _ in (await service.suggest(ALICE, [photo])).tags]
     with pytest.raises(UnknownSuggestion):
         await service.accept(ALICE, suggestion.id)
     assert await service.forget(UserRef("telegram", "nobody")) is False
@@ -112,19 +112,28 @@ async def test_forget_deletes_everything_and_the_person_starts_fresh(service):
 
 async def test_bad_images_and_floods_get_clear_errors(service, tiny_model):
     with pytest.raises(ImageRejected):
-        await service.suggest(ALICE, b"definitely not a photo")
+        await service.suggest(ALICE, [b"definitely not a photo"])
     strict = HashtagService(
         service.engine,
         service.store,
         model_version="t",
         rate_limit=RateLimit(per_minute=1, burst=2),
     )
-    await strict.suggest(BOB, jpeg())
-    await strict.suggest(BOB, jpeg())
+    await strict.suggest(BOB, [jpeg()])
+    await strict.suggest(BOB, [jpeg()])
     with pytest.raises(RateLimited) as limited:
-        await strict.suggest(BOB, jpeg())
+        await strict.suggest(BOB, [jpeg()])
     assert 30 < limited.value.retry_after <= 60
-    await strict.suggest(ALICE, jpeg())  # others are not affected
+    await strict.suggest(ALICE, [jpeg()])  # others are not affected
+
+
+async def test_an_album_is_one_post_and_a_bad_photo_in_it_is_skipped(service):
+    photos = [jpeg(seed=20), jpeg(seed=21)]
+    album = await service.suggest(ALICE, [*photos, b"broken"])
+    predictions = [await service.engine.predict(photo) for photo in photos]
+    best = np.max([p.scores for p in predictions], axis=0)
+    expected = [service.vocabulary[i] for i in np.argsort(-best, kind="stable")[:10]]
+    assert [tag for tag, _ in album.tags] == expected
 
 
 def test_rate_limiter_refills_over_time():

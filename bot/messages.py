@@ -1,0 +1,81 @@
+"""What the bot says, the same on every platform."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+
+from bot.service import NotYourSuggestion, RateLimited, UnknownSuggestion, hashtag_text
+from bot.store import StoreUnavailable
+from inference.engine import EngineBusy
+from inference.images import FORMATS_FOR_PEOPLE, ImageRejected
+
+HELP = (
+    "Send me a photo and I reply with hashtags for it.\n"
+    "• 👍 on my reply (or the 👍 button) saves the ticked hashtags as yours; 👎 marks them wrong; "
+    "removing the reaction undoes it.\n"
+    "• Tap a hashtag button to untick or tick it.\n"
+    "• Reply to my message with your own #hashtags to add them, even ones I don't know.\n"
+    "• /tags shows your most-used hashtags; /tags as a photo's caption or as a reply to a "
+    "photo asks for hashtags (that is how it works in groups).\n"
+    "• /forget deletes everything I stored about you.\n"
+    "The more you tell me, the better my next suggestions fit you."
+)
+START = "Hi! " + HELP
+NOT_A_PHOTO = f"I can only suggest hashtags for photos ({FORMATS_FOR_PEOPLE}). Send me one!"
+UNKNOWN_COMMAND = "I don't know that command. /help lists what I can do."
+NO_HISTORY = "You haven't saved any hashtags yet: send a photo, then 👍 my suggestions."
+TOP_HINT = "Send a photo for new suggestions; reply to my message with #hashtags to add yours."
+FORGET_CONFIRM = (
+    "Delete every hashtag and photo fingerprint I stored about you? This cannot be undone."
+)
+FORGOTTEN = "Done: I deleted everything I stored about you."
+NOTHING_TO_FORGET = "I had nothing stored about you."
+FORGET_CANCELLED = "Nothing was deleted."
+NO_HASHTAGS_IN_REPLY = "Write your hashtags with a # (like #sunset #myclub) and I'll save them."
+SOMETHING_WENT_WRONG = "Sorry, something went wrong on my side. Please try again."
+ONLY_THE_AUTHOR = "Only the person who sent the photo can choose its hashtags."
+
+
+def saved(tags: list[str]) -> str:
+    return f"✅ Saved: {hashtag_text(tags)}" if tags else "Nothing was selected."
+
+
+def rejected(tags: list[str]) -> str:
+    return f"👎 Noted, not these: {hashtag_text(tags)}"
+
+
+def top_hashtags(counts: list[tuple[str, int]]) -> str:
+    if not counts:
+        return NO_HISTORY
+    listed = " ".join(f"#{tag} ({count})" for tag, count in counts)
+    return f"Your most-used hashtags: {listed}\n{TOP_HINT}"
+
+
+def for_error(error: BaseException) -> str | None:
+    """The message for an error a person can act on; None for unexpected failures."""
+    if isinstance(error, ImageRejected | RateLimited | StoreUnavailable):
+        return str(error)
+    if isinstance(error, EngineBusy):
+        return "I'm very busy right now; please send the photo again in a minute."
+    if isinstance(error, NotYourSuggestion):
+        return ONLY_THE_AUTHOR
+    if isinstance(error, UnknownSuggestion):
+        return "I no longer have that suggestion (it may have been deleted with /forget)."
+    return None
+
+
+@asynccontextmanager
+async def explained(send: Callable[[str], Awaitable[object]]) -> AsyncIterator[None]:
+    """Turn errors a person can act on into a message to them; let the others through.
+
+    async with explained(reply):
+        ...  # an ImageRejected here becomes reply("The file is empty.")
+    """
+    try:
+        yield
+    except Exception as error:
+        text = for_error(error)
+        if text is None:
+            raise
+        await send(text)

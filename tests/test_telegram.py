@@ -1,0 +1,273 @@
+"""The Telegram bot end to end: the real PTB Application against a fake Bot API on 127.0.0.1."""
+
+import asyncio
+import contextlib
+import os
+import signal
+import sys
+
+import pytest
+import torch
+
+from bot import messages
+from bot.service import HashtagService, UserRef
+from bot.store import Store
+from bot.telegram_bot import ALLOWED_UPDATES, build_application, smallest_photo_at_least
+from inference.engine import InferenceEngine
+from tests.corpus import jpeg
+from tests.fake_telegram import TOKEN, FakeBotAPI
+
+ALICE, BOB = 100, 200
+
+
+@pytest.fixture
+async def fake():
+    api = FakeBotAPI()
+    await api.start()
+    yield api
+    await api.stop()
+
+
+@contextlib.asynccontextmanager
+async def running_bot(fake: FakeBotAPI, tiny_model, db_path):
+    """The bot as `python -m bot` runs it, on the tiny model, polling the fake API."""
+    store = await Store.open(db_path)
+    async with InferenceEngine(tiny_model, torch.device("cpu")) as engine:
+        service = HashtagService(engine, store, model_version="tiny")
+        fake.store = store  # lets send_photo see when a reply has been recorded
+        application = build_application(service, TOKEN, fake.url)
+        async with application:
+            await application.start()
+            await application.updater.start_polling(allowed_updates=ALLOWED_UPDATES)
+            try:
+                yield service
+            finally:
+                await application.updater.stop()
+                await application.stop()
+    await store.close()
+
+
+@pytest.fixture
+async def bot(fake, tiny_model, tmp_path):
+    async with running_bot(fake, tiny_model, tmp_path / "bot.sqlite3") as service:
+        yield service
+
+
+async def send_photo(fake: FakeBotAPI, user=ALICE, seed=0, replies=1, **message) -> dict:
+    """Send a photo and wait for the bot's reply; returns the reply's sendMessage call.
+
+    Also waits until the bot has stored which message carries the suggestion: it can only
+    do so once the API answered, and a person cannot react to a message they have not seen.
+    """
+    already = len(fake.calls_to("sendMessage"))
+    photo = fake.add_photo(jpeg(seed=seed))
+    await fake.send_message(fake.message(user, photo=photo, **message))
+    reply = (await fake.wait_for("sendMessage", already + replies))[-1]
+    store = getattr(fake, "store", None)  # absent when the bot runs in a subprocess
+    if store and "reply_markup" in reply:
+        sent = fake.result_of(reply)
+        for _ in range(200):
+            if await store.suggestion_for_reply(
+                "telegram", str(sent["chat"]["id"]), str(sent["message_id"])
+            ):
+                break
+            await asyncio.sleep(0.01)
+    return reply
+
+
+def suggestion_id(reply: dict) -> str:
+    return reply["reply_markup"]["inline_keyboard"][-1][0]["callback_data"].split("|")[1]
+
+
+async def test_a_photo_gets_copyable_hashtags_and_a_keyboard(fake, bot):
+    reply = await send_photo(fake)
+    tags = reply["text"].split()
+    assert len(tags) == 10 and all(tag.startswith("#") for tag in tags)
+    keyboard = reply["reply_markup"]["inline_keyboard"]
+    assert keyboard[-1][0]["callback_data"].startswith("save|")
+    assert sum(len(row) for row in keyboard[:-1]) == 10
+    # The smallest size still >= the model's 32 px input was downloaded, not the largest.
+    (download,) = fake.calls_to("download")
+    assert download["file_id"].endswith("90x68")
+    assert "reply_parameters" in reply or "reply_to_message_id" in reply
+
+
+async def test_thumbs_up_reaction_saves_every_shown_tag_and_undo_removes_them(fake, bot):
+    reply = await send_photo(fake)
+    message_id = fake.result_of(reply)["message_id"]
+    await fake.react(ALICE, ALICE, message_id, old=[], new=["👍"])
+    await fake.wait_for("setMessageReaction")
+    shown = [tag.lstrip("#") for tag in reply["text"].split()]
+    assert sorted(t for t, _ in await bot.top_hashtags(UserRef("telegram", str(ALICE)))) == sorted(
+        shown
+    )
+    await fake.react(ALICE, ALICE, message_id, old=["👍"], new=[])
+    await fake.wait_for("setMessageReaction", 2)
+    assert await bot.top_hashtags(UserRef("telegram", str(ALICE))) == []
+
+
+async def test_buttons_untick_a_tag_and_save_the_rest(fake, bot):
+    reply = await send_photo(fake)
+    message = fake.result_of(reply)
+    await fake.press(ALICE, message, f"toggle|{suggestion_id(reply)}|0")
+    (edit,) = await fake.wait_for("editMessageReplyMarkup")
+    message["reply_markup"] = edit["reply_markup"]
+    await fake.press(ALICE, message, f"save|{suggestion_id(reply)}")
+    (saved,) = await fake.wait_for("editMessageText")
+    shown = [tag.lstrip("#") for tag in reply["text"].split()]
+    assert "Saved" in saved["text"] and f"#{shown[0]}" not in saved["text"].split("Saved:")[1]
+    stored = {tag for tag, _ in await bot.top_hashtags(UserRef("telegram", str(ALICE)))}
+    assert stored == set(shown[1:])
+
+
+async def test_own_hashtags_reply_is_stored_and_personalises_the_next_photo(
+    fake, bot, tiny_model, tmp_path
+):
+    reply = await send_photo(fake, seed=3)
+    bot_message = fake.result_of(reply)
+    await fake.send_message(
+        fake.message(ALICE, text="mine: #MyCatLuna", reply_to_message=bot_message)
+    )
+    (*_, ack) = await fake.wait_for("sendMessage", 2)
+    assert ack["text"] == messages.saved(["mycatluna"])
+    again = await send_photo(fake, seed=3)
+    assert "#mycatluna" in again["text"].split()
+
+
+async def test_a_restart_keeps_every_accepted_tag(fake, tiny_model, tmp_path):
+    db = tmp_path / "bot.sqlite3"
+    async with running_bot(fake, tiny_model, db):
+        reply = await send_photo(fake, seed=4)
+        bot_message = fake.result_of(reply)
+        await fake.send_message(fake.message(ALICE, text="#keepme", reply_to_message=bot_message))
+        await fake.wait_for("sendMessage", 2)
+    async with running_bot(fake, tiny_model, db) as service:
+        assert ("keepme", 1) in await service.top_hashtags(UserRef("telegram", str(ALICE)))
+        again = await send_photo(fake, seed=4)
+        assert "#keepme" in again["text"].split()
+
+
+async def test_an_album_gets_one_reply(fake, bot):
+    for seed in range(3):
+        photo = fake.add_photo(jpeg(seed=10 + seed))
+        await fake.send_message(fake.message(ALICE, photo=photo, media_group_id="album-1"))
+    await fake.wait_for("sendMessage")
+    await asyncio.sleep(1.5)  # longer than the album wait: no second reply comes
+    assert len(fake.calls_to("sendMessage")) == 1
+    assert len(fake.calls_to("download")) == 3
+
+
+async def test_in_a_group_only_the_author_can_accept(fake, bot):
+    group = -4242
+    reply = await send_photo(fake, chat_id=group, chat_type="group", caption="/tags")
+    message = fake.result_of(reply)
+    await fake.react(BOB, group, message["message_id"], old=[], new=["👍"])
+    (_, notice) = await fake.wait_for("sendMessage", 2)
+    assert notice["text"] == messages.ONLY_THE_AUTHOR
+    await fake.press(BOB, message, f"save|{suggestion_id(reply)}")
+    (answer,) = await fake.wait_for("answerCallbackQuery")
+    assert answer["text"] == messages.ONLY_THE_AUTHOR
+    for person in (ALICE, BOB):
+        assert await bot.top_hashtags(UserRef("telegram", str(person))) == []
+    # Group photos without /tags are left alone (privacy mode style).
+    await fake.send_message(
+        fake.message(ALICE, chat_id=group, chat_type="group", photo=fake.add_photo(jpeg()))
+    )
+    await asyncio.sleep(0.5)
+    assert len(fake.calls_to("sendMessage")) == 2
+
+
+async def test_hostile_and_oversized_files_get_a_clear_reply(fake, bot):
+    bad = fake.add_document(b"this is not an image at all", "image/jpeg")
+    await fake.send_message(fake.message(ALICE, document=bad))
+    (reply,) = await fake.wait_for("sendMessage")
+    assert "not an image" in reply["text"]
+    huge = fake.add_document(b"x", "image/png", file_size=50 * 1024 * 1024)
+    await fake.send_message(fake.message(ALICE, document=huge))
+    (_, reply) = await fake.wait_for("sendMessage", 2)
+    assert "limit is 20 MB" in reply["text"]
+    assert huge["file_id"] not in [call["file_id"] for call in fake.calls_to("getFile")]
+
+
+async def test_stickers_text_and_unknown_commands_get_a_helpful_reply(fake, bot):
+    sticker = {"file_id": "s1", "file_unique_id": "s1", "width": 512, "height": 512,
+               "is_animated": False, "is_video": False, "type": "regular"}  # fmt: skip
+    await fake.send_message(fake.message(ALICE, sticker=sticker))
+    await fake.send_message(fake.message(ALICE, text="hello?"))
+    await fake.send_message(fake.message(ALICE, text="/frobnicate"))
+    replies = [call["text"] for call in await fake.wait_for("sendMessage", 3)]
+    assert replies.count(messages.NOT_A_PHOTO) == 2 and messages.UNKNOWN_COMMAND in replies
+
+
+async def test_a_429_is_waited_out_and_retried(fake, bot):
+    fake.fail_next(
+        "sendMessage", 429, description="Too Many Requests: retry after 1", retry_after=1
+    )
+    reply = await send_photo(fake, replies=2)  # the refused attempt, then the real one
+    assert reply["text"].startswith("#")
+
+
+async def test_a_bad_gateway_is_retried(fake, bot):
+    fake.fail_next("sendMessage", 502, description="Bad Gateway")
+    reply = await send_photo(fake, replies=2)
+    assert reply["text"].startswith("#")
+
+
+async def test_forget_asks_first_then_deletes_everything(fake, bot):
+    reply = await send_photo(fake)
+    message_id = fake.result_of(reply)["message_id"]
+    await fake.react(ALICE, ALICE, message_id, old=[], new=["👍"])
+    await fake.wait_for("setMessageReaction")
+    await fake.send_message(fake.message(ALICE, text="/forget"))
+    (_, confirm) = await fake.wait_for("sendMessage", 2)
+    assert confirm["text"] == messages.FORGET_CONFIRM
+    await fake.press(ALICE, fake.result_of(confirm), "forget|yes")
+    (done,) = await fake.wait_for("editMessageText")
+    assert done["text"] == messages.FORGOTTEN
+    assert await bot.top_hashtags(UserRef("telegram", str(ALICE))) == []
+
+
+def test_smallest_sufficient_photo_size_is_chosen():
+    from telegram import PhotoSize
+
+    sizes = tuple(PhotoSize(f"{w}", f"{w}", w, h) for w, h in ((90, 60), (320, 240), (800, 600)))
+    assert smallest_photo_at_least(sizes, 224).width == 320
+    assert smallest_photo_at_least(sizes, 1000).width == 800  # nothing is big enough: largest
+
+
+async def test_python_dash_m_bot_runs_stops_on_sigterm_and_never_logs_the_token(
+    fake, tiny_clip_files, tmp_path
+):
+    config_path, weights_path = tiny_clip_files
+    env = {
+        **os.environ,
+        "TELEGRAM_BOT_TOKEN": TOKEN,
+        "TELEGRAM_API_URL": fake.url,
+        "LOG_LEVEL": "DEBUG",
+    }
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "bot", "--model", config_path, "--pretrained", weights_path,
+        "--device", "cpu", "--db", str(tmp_path / "bot.sqlite3"),
+        env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+    )  # fmt: skip
+    try:
+        await fake.wait_for("getUpdates", timeout=120)
+        reply = await send_photo(fake)
+        assert reply["text"].startswith("#")
+    finally:
+        process.send_signal(signal.SIGTERM)
+        output, _ = await asyncio.wait_for(process.communicate(), 60)
+    log = output.decode()
+    assert process.returncode == 0, log
+    assert TOKEN not in log and TOKEN.split(":")[1] not in log
+    assert "getUpdates" in log or "running" in log  # it did log, at DEBUG
+
+
+async def test_no_token_exits_with_how_to_set_one():
+    env = {k: v for k, v in os.environ.items() if not k.endswith("_BOT_TOKEN")}
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "bot", env=env, stderr=asyncio.subprocess.PIPE
+    )
+    _, err = await process.communicate()
+    assert process.returncode == 2
+    assert b"TELEGRAM_BOT_TOKEN" in err and b"--console" in err and b"BotFather" in err
