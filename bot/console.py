@@ -25,6 +25,8 @@ CONSOLE_HELP = (
     "  help         this text                         quit    leave (Ctrl-D works too)"
 )
 
+NO_PHOTO_YET = "Type the path of a photo first; then answer about its hashtags."
+
 
 async def run_console(
     service: HashtagService,
@@ -64,6 +66,8 @@ async def run_console(
                 write(messages.saved(await service.accept(user, current.id, picked)))
             elif line == "n" and current:
                 write(messages.rejected(await service.reject(user, current.id, source="button")))
+            elif line in ("y", "n") or line.startswith(("y ", "#")):
+                write(NO_PHOTO_YET)
             else:
                 image = read_image_file(Path(line).expanduser(), service.engine.limits)
                 current = await service.suggest(user, [image])

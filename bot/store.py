@@ -118,7 +118,12 @@ class Store:
         return row[0] if row else None
 
     async def user_id(self, platform: str, platform_user_id: str) -> int:
-        """The internal id of a person, created on first sight."""
+        """The internal id of a person, created on first sight.
+
+        Looked up first: a write (an fsync) only for someone new.
+        """
+        if (known := await self.find_user_id(platform, platform_user_id)) is not None:
+            return known
         async with self._transaction() as db:
             await db.execute(
                 "INSERT INTO users (platform, platform_user_id, created_at) VALUES (?, ?, ?) "

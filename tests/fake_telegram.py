@@ -71,12 +71,17 @@ class FakeBotAPI:
 
     # --- what tests feed in ------------------------------------------------------------------
 
-    def add_photo(self, data: bytes, sizes=((90, 68), (320, 240), (1280, 960))) -> list[dict]:
-        """Register one photo in several sizes (all served with `data`); returns PhotoSizes."""
+    def add_photo(
+        self, data: bytes | dict[tuple[int, int], bytes], sizes=((90, 68), (320, 240), (1280, 960))
+    ) -> list[dict]:
+        """Register one photo in several sizes; returns its PhotoSizes.
+
+        `data` is served for every size, or given per (width, height).
+        """
         photo = []
         for width, height in sizes:
             file_id = f"photo-{next(self._file_ids)}-{width}x{height}"
-            self.files[file_id] = data
+            self.files[file_id] = data[width, height] if isinstance(data, dict) else data
             photo.append(
                 {
                     "file_id": file_id,

@@ -271,3 +271,24 @@ async def test_no_token_exits_with_how_to_set_one():
     _, err = await process.communicate()
     assert process.returncode == 2
     assert b"TELEGRAM_BOT_TOKEN" in err and b"--console" in err and b"BotFather" in err
+
+
+async def test_tags_as_a_reply_to_a_photo_and_alone(fake, bot):
+    group = -777
+    photo_message = await fake.send_message(
+        fake.message(ALICE, chat_id=group, chat_type="group", photo=fake.add_photo(jpeg(seed=5)))
+    )
+    await fake.send_message(
+        fake.message(
+            BOB, chat_id=group, chat_type="group", text="/tags", reply_to_message=photo_message
+        )
+    )
+    (reply,) = await fake.wait_for("sendMessage")
+    assert reply["text"].startswith("#")
+    # The suggestion belongs to the photo's author, not to whoever asked.
+    message = fake.result_of(reply)
+    await fake.press(ALICE, message, f"save|{suggestion_id(reply)}")
+    await fake.wait_for("editMessageText")
+    await fake.send_message(fake.message(ALICE, text="/tags"))
+    (_, top) = await fake.wait_for("sendMessage", 2)
+    assert top["text"].startswith("Your most-used hashtags: #")
