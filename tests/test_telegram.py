@@ -89,6 +89,8 @@ async def test_a_photo_gets_copyable_hashtags_and_a_keyboard(fake, bot):
     # The smallest size still >= the model's 32 px input was downloaded, not the largest.
     (download,) = fake.calls_to("download")
     assert download["file_id"].endswith("90x68")
+    # Reactions only reach bots that ask for them.
+    assert "message_reaction" in fake.calls_to("getUpdates")[0]["allowed_updates"]
     assert "reply_parameters" in reply or "reply_to_message_id" in reply
 
 
@@ -195,8 +197,11 @@ async def test_stickers_text_and_unknown_commands_get_a_helpful_reply(fake, bot)
     await fake.send_message(fake.message(ALICE, sticker=sticker))
     await fake.send_message(fake.message(ALICE, text="hello?"))
     await fake.send_message(fake.message(ALICE, text="/frobnicate"))
-    replies = [call["text"] for call in await fake.wait_for("sendMessage", 3)]
+    await fake.send_message(fake.message(ALICE, text="/start"))
+    await fake.send_message(fake.message(ALICE, text="/help"))
+    replies = [call["text"] for call in await fake.wait_for("sendMessage", 5)]
     assert replies.count(messages.NOT_A_PHOTO) == 2 and messages.UNKNOWN_COMMAND in replies
+    assert messages.START in replies and messages.HELP in replies
 
 
 async def test_a_429_is_waited_out_and_retried(fake, bot):
