@@ -14,6 +14,7 @@ import os
 import signal
 import sys
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from bot.console import run_console
@@ -46,7 +47,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m bot",
         description="Hashtag bot for Telegram and Discord. Set TELEGRAM_BOT_TOKEN and/or "
-        "DISCORD_BOT_TOKEN; optional TELEGRAM_API_URL for a self-hosted Bot API server.",
+        "DISCORD_BOT_TOKEN (both: one process serves both). Optional: TELEGRAM_API_URL for a "
+        "self-hosted Bot API server; DISCORD_API_URL and DISCORD_GATEWAY_URL for proxies.",
     )
     add_model_arguments(parser)
     parser.add_argument(
@@ -59,6 +61,23 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--console", action="store_true", help="chat in this terminal instead of a platform"
     )
+    discord_options = parser.add_argument_group("Discord")
+    discord_options.add_argument(
+        "--discord-guild",
+        type=int,
+        metavar="ID",
+        help="sync slash commands to this server only (instant; for development)",
+    )
+    discord_options.add_argument(
+        "--discord-channels",
+        default=os.environ.get("DISCORD_CHANNELS", ""),
+        metavar="ID,ID",
+        help="channels where photos in ordinary messages are answered; needs the privileged "
+        "message_content intent (default: none, so only DMs, mentions, /tags and the menu)",
+    )
+    discord_options.add_argument(
+        "--discord-sharded", action="store_true", help="AutoShardedClient, for large bots"
+    )
     return parser
 
 
@@ -66,19 +85,32 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     check_model_arguments(parser, args)
-    telegram_token = os.environ.get("TELEGRAM_BOT_TOKEN", "").strip()
-    if not args.console and not telegram_token:
+    tokens = Tokens(
+        telegram=os.environ.get("TELEGRAM_BOT_TOKEN", "").strip(),
+        discord=os.environ.get("DISCORD_BOT_TOKEN", "").strip(),
+    )
+    try:
+        channels = [int(c) for c in args.discord_channels.replace(" ", "").split(",") if c]
+    except ValueError:
+        parser.error("--discord-channels takes channel ids separated by commas")
+    if not args.console and not (tokens.telegram or tokens.discord):
         print(NO_TOKEN, file=sys.stderr)
         return EXIT_USAGE
-    configure_logging([telegram_token], level=None if not args.console else "WARNING")
+    configure_logging([tokens.telegram, tokens.discord], level="WARNING" if args.console else None)
     try:
-        return asyncio.run(_run(args, telegram_token))
+        return asyncio.run(_run(args, tokens, channels))
     except (*MODEL_SETUP_ERRORS, SchemaTooNew) as error:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_USAGE
 
 
-async def _run(args: argparse.Namespace, telegram_token: str) -> int:
+@dataclass(frozen=True)
+class Tokens:
+    telegram: str
+    discord: str
+
+
+async def _run(args: argparse.Namespace, tokens: Tokens, channels: list[int]) -> int:
     model, device = load_model_from_args(args)
     store = await Store.open(args.db)
     try:
@@ -89,29 +121,60 @@ async def _run(args: argparse.Namespace, telegram_token: str) -> int:
             if args.console:
                 await run_console(service)
             else:
-                await _serve_telegram(service, telegram_token)
+                await _serve(service, tokens, args, channels)
     finally:
         await store.close()
     return EXIT_OK
 
 
-async def _serve_telegram(service: HashtagService, token: str) -> None:
-    from bot.telegram_bot import ALLOWED_UPDATES, build_application
-
+async def _serve(service: HashtagService, tokens: Tokens, args, channels: list[int]) -> None:
+    """Every configured platform in this one process, on one engine and one database."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signal_number in (signal.SIGINT, signal.SIGTERM):
         with contextlib.suppress(NotImplementedError):  # not on Windows
             loop.add_signal_handler(signal_number, stop.set)
+    async with contextlib.AsyncExitStack() as platforms:
+        if tokens.telegram:
+            await platforms.enter_async_context(_telegram(service, tokens.telegram))
+        if tokens.discord:
+            await platforms.enter_async_context(
+                _discord(
+                    service, tokens.discord, args.discord_guild, channels, args.discord_sharded
+                )
+            )
+        await stop.wait()
+        log.info("stopping")
+
+
+@contextlib.asynccontextmanager
+async def _telegram(service: HashtagService, token: str):
+    from bot.telegram_bot import ALLOWED_UPDATES, build_application
+
     application = build_application(service, token, os.environ.get("TELEGRAM_API_URL"))
     async with application:
         await application.start()
         await application.updater.start_polling(allowed_updates=ALLOWED_UPDATES)
         log.info("Telegram bot @%s is running", application.bot.username)
-        await stop.wait()
-        log.info("stopping")
+        yield
         await application.updater.stop()
         await application.stop()
+
+
+@contextlib.asynccontextmanager
+async def _discord(service, token: str, guild: int | None, channels: list[int], sharded: bool):
+    from bot.discord_bot import build_client, use_endpoints
+
+    use_endpoints(os.environ.get("DISCORD_API_URL"), os.environ.get("DISCORD_GATEWAY_URL"))
+    client = build_client(service, guild_id=guild, content_channels=channels, sharded=sharded)
+    # discord.py reconnects by itself; the task ends only when the client is closed.
+    running = asyncio.create_task(client.start(token), name="discord")
+    log.info("Discord bot is starting")
+    try:
+        yield
+    finally:
+        await client.close()
+        await asyncio.gather(running, return_exceptions=True)
 
 
 def _model_version(args: argparse.Namespace) -> str:

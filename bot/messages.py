@@ -79,3 +79,22 @@ async def explained(send: Callable[[str], Awaitable[object]]) -> AsyncIterator[N
         if text is None:
             raise
         await send(text)
+
+
+# Tag buttons carry their own state in their label ("✅ #beach" / "▫️ #beach"), so a keyboard
+# needs no memory on the server and survives restarts.
+TICKED, UNTICKED = "✅", "▫️"
+
+
+def tag_label(tag: str, ticked: bool = True) -> str:
+    return f"{TICKED if ticked else UNTICKED} #{tag}"
+
+
+def flip_label(label: str) -> str:
+    tag, ticked = parse_tag_label(label)
+    return tag_label(tag, not ticked)
+
+
+def parse_tag_label(label: str) -> tuple[str, bool]:
+    mark, _, tag = label.partition(" #")
+    return tag, mark == TICKED

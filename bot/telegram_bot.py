@@ -46,7 +46,6 @@ T = TypeVar("T")
 PLATFORM = "telegram"
 ALLOWED_UPDATES = ["message", "callback_query", "message_reaction"]
 ALBUM_WAIT_SECONDS = 1.0  # an album arrives as separate updates, close together
-TICKED, UNTICKED = "✅", "▫️"
 THUMBS_UP, THUMBS_DOWN, NOTED = "👍", "👎", "👌"
 SEND_RETRIES = 3
 
@@ -270,7 +269,7 @@ def smallest_photo_at_least(sizes: tuple[PhotoSize, ...], min_side: int) -> Phot
 
 def _keyboard(suggestion_id: int, tags: list[str]) -> InlineKeyboardMarkup:
     buttons = [
-        InlineKeyboardButton(f"{TICKED} #{tag}", callback_data=f"toggle|{suggestion_id}|{i}")
+        InlineKeyboardButton(messages.tag_label(tag), callback_data=f"toggle|{suggestion_id}|{i}")
         for i, tag in enumerate(tags)
     ]
     rows = [buttons[i : i + 2] for i in range(0, len(buttons), 2)]
@@ -286,9 +285,7 @@ def _toggled(markup: InlineKeyboardMarkup, index: int) -> InlineKeyboardMarkup:
         for button in row:
             data = button.callback_data or ""
             if data.startswith("toggle|") and data.rsplit("|", 1)[1] == str(index):
-                mark, _, label = button.text.partition(" ")
-                flipped = UNTICKED if mark == TICKED else TICKED
-                button = InlineKeyboardButton(f"{flipped} {label}", callback_data=data)
+                button = InlineKeyboardButton(messages.flip_label(button.text), callback_data=data)
             new_row.append(button)
         rows.append(new_row)
     return InlineKeyboardMarkup(rows)
@@ -297,12 +294,13 @@ def _toggled(markup: InlineKeyboardMarkup, index: int) -> InlineKeyboardMarkup:
 def _ticked_tags(markup: InlineKeyboardMarkup | None) -> list[str]:
     if markup is None:
         return []
-    return [
-        button.text.partition(" #")[2]
+    labels = [
+        button.text
         for row in markup.inline_keyboard
         for button in row
-        if (button.callback_data or "").startswith("toggle|") and button.text.startswith(TICKED)
+        if (button.callback_data or "").startswith("toggle|")
     ]
+    return [tag for tag, ticked in map(messages.parse_tag_label, labels) if ticked]
 
 
 def _emojis(reactions) -> set[str]:

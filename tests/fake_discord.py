@@ -1,0 +1,394 @@
+"""A fake Discord (REST + gateway) on 127.0.0.1 for end-to-end tests of the real discord.Client.
+
+The gateway says HELLO, takes IDENTIFY, answers READY and one GUILD_CREATE, acknowledges
+heartbeats, and then dispatches whatever events the test sends. REST serves the calls the bot
+makes and records each one. Attachments are served from the same server.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import itertools
+import json
+from dataclasses import dataclass, field
+
+from aiohttp import WSMsgType, web
+
+TOKEN = "fake-discord-token.for-tests.only"
+APP_ID = BOT_ID = 4_000_001
+GUILD_ID, CHANNEL_ID = 4_000_100, 4_000_200
+BOT = {"id": str(BOT_ID), "username": "hashtags", "discriminator": "0", "avatar": None,
+       "global_name": "Hashtags", "bot": True}  # fmt: skip
+
+
+def user(user_id: int) -> dict:
+    return {"id": str(user_id), "username": f"user{user_id}", "discriminator": "0",
+            "avatar": None, "global_name": f"User {user_id}"}  # fmt: skip
+
+
+def _now() -> str:
+    return datetime.datetime.now(datetime.UTC).isoformat()
+
+
+@dataclass
+class Call:
+    method: str
+    path: str
+    body: dict | list | None
+    query: dict
+    result: object = None
+
+
+@dataclass
+class FakeDiscord:
+    calls: list[Call] = field(default_factory=list)
+    attachments: dict[str, bytes] = field(default_factory=dict)
+
+    def __post_init__(self):
+        self._ids = itertools.count(5_000_000)
+        self._sequence = itertools.count(1)
+        self._sockets: list[web.WebSocketResponse] = []
+        self._changed = asyncio.Condition()
+        self._runner: web.AppRunner | None = None
+        self.base = self.api_url = self.gateway_url = ""
+        self.ready = asyncio.Event()
+
+    # --- lifecycle -------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        app = web.Application(client_max_size=64 * 1024 * 1024)
+        app.router.add_get("/gateway", self._gateway)
+        app.router.add_get("/attachments/{name}", self._attachment)
+        app.router.add_route("*", "/api/v10/{path:.*}", self._rest)
+        self._runner = web.AppRunner(app)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        await site.start()
+        port = site._server.sockets[0].getsockname()[1]
+        self.base = f"http://127.0.0.1:{port}"
+        self.api_url = f"{self.base}/api/v10"
+        self.gateway_url = f"ws://127.0.0.1:{port}/gateway"
+
+    async def stop(self) -> None:
+        for socket in self._sockets:
+            await socket.close()
+        if self._runner:
+            await self._runner.cleanup()
+
+    # --- what tests send ---------------------------------------------------------------------
+
+    def attachment(
+        self, data: bytes, content_type="image/jpeg", size=None, name="photo.jpg"
+    ) -> dict:
+        attachment_id = str(next(self._ids))
+        self.attachments[attachment_id] = data
+        return {
+            "id": attachment_id,
+            "filename": name,
+            "size": len(data) if size is None else size,
+            "url": f"{self.base}/attachments/{attachment_id}",
+            "proxy_url": f"{self.base}/attachments/{attachment_id}",
+            "content_type": content_type,
+        }
+
+    def message(self, author_id: int, *, guild: bool = False, **content) -> dict:
+        channel_id = CHANNEL_ID if guild else self.dm_channel(author_id)
+        message = {
+            "id": str(next(self._ids)),
+            "channel_id": str(channel_id),
+            "author": user(author_id),
+            "content": "",
+            "timestamp": _now(),
+            "edited_timestamp": None,
+            "tts": False,
+            "mention_everyone": False,
+            "mentions": [],
+            "mention_roles": [],
+            "attachments": [],
+            "embeds": [],
+            "pinned": False,
+            "type": 0,
+            **content,
+        }
+        if guild:
+            message["guild_id"] = str(GUILD_ID)
+            message["member"] = _member()
+        return message
+
+    @staticmethod
+    def dm_channel(user_id: int) -> int:
+        return 7_000_000 + user_id
+
+    async def send_message(self, message: dict) -> dict:
+        await self.dispatch("MESSAGE_CREATE", message)
+        return message
+
+    async def react(self, user_id: int, message: dict, emoji: str, added: bool = True) -> None:
+        event = {
+            "user_id": str(user_id),
+            "channel_id": message["channel_id"],
+            "message_id": message["id"],
+            "emoji": {"id": None, "name": emoji},
+            "burst": False,
+            "type": 0,
+        }
+        if "guild_id" in message:
+            event["guild_id"] = message["guild_id"]
+            event["member"] = {**_member(), "user": user(user_id)}
+        await self.dispatch("MESSAGE_REACTION_ADD" if added else "MESSAGE_REACTION_REMOVE", event)
+
+    async def interact(
+        self, user_id: int, kind: int, data: dict, *, message=None, guild=False
+    ) -> str:
+        """Dispatch an INTERACTION_CREATE; returns the interaction's id."""
+        interaction_id = str(next(self._ids))
+        channel_id = CHANNEL_ID if guild else self.dm_channel(user_id)
+        interaction = {
+            "id": interaction_id,
+            "application_id": str(APP_ID),
+            "type": kind,
+            "data": data,
+            "channel_id": str(channel_id),
+            "channel": {"id": str(channel_id), "type": 0 if guild else 1},
+            "token": f"interaction-token-{interaction_id}",
+            "version": 1,
+            "attachment_size_limit": 10 * 1024 * 1024,
+            "app_permissions": "0",
+            "locale": "en-US",
+            "entitlements": [],
+            "authorizing_integration_owners": {},
+            "context": 0 if guild else 1,
+        }
+        if guild:
+            interaction["guild_id"] = str(GUILD_ID)
+            interaction["member"] = {**_member(), "user": user(user_id), "permissions": "0"}
+        else:
+            interaction["user"] = user(user_id)
+        if message is not None:
+            interaction["message"] = message
+        await self.dispatch("INTERACTION_CREATE", interaction)
+        return interaction_id
+
+    async def slash(self, user_id: int, name: str, attachment: dict | None = None) -> str:
+        data = {"id": "1", "name": name, "type": 1}
+        if attachment:
+            data["options"] = [{"name": "image", "type": 11, "value": attachment["id"]}]
+            data["resolved"] = {"attachments": {attachment["id"]: attachment}}
+        return await self.interact(user_id, 2, data)
+
+    async def press(self, user_id: int, message: dict, custom_id: str) -> str:
+        data = {"custom_id": custom_id, "component_type": 2}
+        return await self.interact(user_id, 3, data, message=message, guild="guild_id" in message)
+
+    async def dispatch(self, event: str, data: dict) -> None:
+        await self.ready.wait()
+        payload = {"op": 0, "t": event, "s": next(self._sequence), "d": data}
+        for socket in self._sockets:
+            await socket.send_str(json.dumps(payload))
+
+    # --- what tests check --------------------------------------------------------------------
+
+    def calls_to(self, method: str, path_part: str) -> list[Call]:
+        return [c for c in self.calls if c.method == method and path_part in c.path]
+
+    async def wait_for(self, method: str, path_part: str, count: int = 1, timeout=30) -> list[Call]:
+        async def enough():
+            async with self._changed:
+                await self._changed.wait_for(lambda: len(self.calls_to(method, path_part)) >= count)
+
+        await asyncio.wait_for(enough(), timeout)
+        return self.calls_to(method, path_part)
+
+    # --- the gateway ---------------------------------------------------------------------------
+
+    async def _gateway(self, request: web.Request) -> web.WebSocketResponse:
+        socket = web.WebSocketResponse()
+        await socket.prepare(request)
+        await socket.send_str(json.dumps({"op": 10, "d": {"heartbeat_interval": 45000}}))
+        async for frame in socket:
+            if frame.type != WSMsgType.TEXT:
+                continue
+            payload = json.loads(frame.data)
+            if payload["op"] == 1:  # heartbeat
+                await socket.send_str(json.dumps({"op": 11}))
+            elif payload["op"] == 2:  # identify
+                self._sockets.append(socket)
+                await self._send(socket, "READY", self._ready())
+                await self._send(socket, "GUILD_CREATE", _guild())
+                self.ready.set()
+        return socket
+
+    async def _send(self, socket, event: str, data: dict) -> None:
+        payload = {"op": 0, "t": event, "s": next(self._sequence), "d": data}
+        await socket.send_str(json.dumps(payload))
+
+    def _ready(self) -> dict:
+        return {
+            "v": 10,
+            "user": BOT,
+            "guilds": [{"id": str(GUILD_ID), "unavailable": True}],
+            "session_id": "fake-session",
+            "resume_gateway_url": self.gateway_url,
+            "application": {"id": str(APP_ID), "flags": 0},
+        }
+
+    # --- REST ----------------------------------------------------------------------------------
+
+    async def _rest(self, request: web.Request) -> web.Response:
+        # Interaction callbacks and follow-ups carry their token in the URL, like on Discord.
+        token_in_url = request.match_info["path"].startswith(("interactions/", "webhooks/"))
+        if not token_in_url and request.headers.get("Authorization") != f"Bot {TOKEN}":
+            return _json({"message": "401: Unauthorized", "code": 0}, 401)
+        body = None
+        if request.can_read_body:
+            raw = await request.read()
+            if request.content_type == "application/json" and raw:
+                body = json.loads(raw)
+        call = Call(request.method, "/" + request.match_info["path"], body, dict(request.query))
+        status, call.result = self._answer(call)
+        async with self._changed:
+            self.calls.append(call)
+            self._changed.notify_all()
+        if status == 204:
+            return web.Response(status=204)
+        return _json(call.result, status)
+
+    def _answer(self, call: Call) -> tuple[int, object]:
+        method, path, body = call.method, call.path, call.body or {}
+        if path == "/users/@me":
+            return 200, BOT
+        if path == "/oauth2/applications/@me":
+            return 200, {
+                "id": str(APP_ID), "name": "hashtags", "icon": None, "description": "",
+                "rpc_origins": [], "bot_public": True, "bot_require_code_grant": False,
+                "owner": user(1), "summary": "", "verify_key": "00", "flags": 0, "team": None,
+                "interactions_endpoint_url": None,
+            }  # fmt: skip
+        if path in ("/gateway", "/gateway/bot"):
+            limit = {"total": 1000, "remaining": 1000, "reset_after": 0, "max_concurrency": 1}
+            return 200, {"url": self.gateway_url, "shards": 1, "session_start_limit": limit}
+        if path.endswith("/commands") and method == "PUT":
+            return 200, [
+                {
+                    "description": "",
+                    **command,
+                    "id": str(next(self._ids)),
+                    "application_id": str(APP_ID),
+                    "version": "1",
+                }
+                for command in body
+            ]
+        if path.startswith("/channels/") and path.endswith("/messages") and method == "POST":
+            return 200, self._bot_message(path.split("/")[2], body)
+        if "/reactions/" in path:
+            return 204, None
+        if path.startswith("/interactions/") and path.endswith("/callback"):
+            if call.query.get("with_response") in ("1", "true", "True"):
+                interaction_id = path.split("/")[2]
+                return 200, {
+                    "interaction": {
+                        "id": interaction_id,
+                        "type": 2,
+                        "activity_instance_id": None,
+                        "response_message_id": None,
+                        "response_message_loading": False,
+                        "response_message_ephemeral": False,
+                    },
+                    "resource": {"type": body.get("type", 4)},
+                }
+            return 204, None
+        if path.startswith("/webhooks/"):
+            channel = str(CHANNEL_ID)
+            return 200, self._bot_message(channel, body if isinstance(body, dict) else {})
+        return 404, {"message": "404: Not Found (fake)", "code": 10000}
+
+    def _bot_message(self, channel_id: str, body: dict) -> dict:
+        return {
+            "id": str(next(self._ids)),
+            "channel_id": channel_id,
+            "author": BOT,
+            "content": body.get("content") or "",
+            "timestamp": _now(),
+            "edited_timestamp": None,
+            "tts": False,
+            "mention_everyone": False,
+            "mentions": [],
+            "mention_roles": [],
+            "attachments": [],
+            "embeds": [],
+            "pinned": False,
+            "type": 0,
+            "components": body.get("components") or [],
+            "flags": body.get("flags", 0),
+        }
+
+    async def _attachment(self, request: web.Request) -> web.Response:
+        name = request.match_info["name"]
+        async with self._changed:
+            self.calls.append(Call("GET", f"/attachments/{name}", None, {}))
+            self._changed.notify_all()
+        if name not in self.attachments:
+            return web.Response(status=404)
+        return web.Response(body=self.attachments[name], content_type="application/octet-stream")
+
+
+def _member() -> dict:
+    return {"roles": [], "joined_at": _now(), "deaf": False, "mute": False, "flags": 0}
+
+
+def _guild() -> dict:
+    return {
+        "id": str(GUILD_ID),
+        "name": "Test guild",
+        "icon": None,
+        "owner_id": "1",
+        "roles": [
+            {
+                "id": str(GUILD_ID),
+                "name": "@everyone",
+                "permissions": "0",
+                "position": 0,
+                "color": 0,
+                "hoist": False,
+                "managed": False,
+                "mentionable": False,
+            }
+        ],
+        "emojis": [],
+        "features": [],
+        "channels": [
+            {
+                "id": str(CHANNEL_ID),
+                "type": 0,
+                "name": "photos",
+                "position": 0,
+                "permission_overwrites": [],
+            }
+        ],
+        "members": [{**_member(), "user": BOT}],
+        "member_count": 2,
+        "large": False,
+        "unavailable": False,
+        "verification_level": 0,
+        "default_message_notifications": 0,
+        "explicit_content_filter": 0,
+        "mfa_level": 0,
+        "premium_tier": 0,
+        "preferred_locale": "en-US",
+        "nsfw_level": 0,
+        "system_channel_flags": 0,
+        "stickers": [],
+        "threads": [],
+        "voice_states": [],
+        "presences": [],
+        "stage_instances": [],
+        "guild_scheduled_events": [],
+        "joined_at": _now(),
+    }
+
+
+def _json(data, status: int = 200) -> web.Response:
+    # discord.py insists on exactly this content type.
+    body = json.dumps(data).encode()
+    return web.Response(body=body, status=status, headers={"Content-Type": "application/json"})

@@ -1,0 +1,314 @@
+"""The Discord bot end to end: the real discord.Client against a fake REST + gateway."""
+
+import asyncio
+import contextlib
+import os
+import signal
+import sys
+
+import discord
+import pytest
+import torch
+
+from bot import messages
+from bot.discord_bot import build_client, use_endpoints
+from bot.service import HashtagService, UserRef
+from bot.store import Store
+from bot.telegram_bot import ALLOWED_UPDATES, build_application
+from inference.engine import InferenceEngine
+from tests.corpus import jpeg
+from tests.fake_discord import BOT, BOT_ID, CHANNEL_ID, TOKEN, FakeDiscord
+from tests.fake_telegram import TOKEN as TELEGRAM_TOKEN
+from tests.fake_telegram import FakeBotAPI
+
+ALICE, BOB = 100, 200
+
+
+@pytest.fixture
+async def fake(monkeypatch):
+    server = FakeDiscord()
+    await server.start()
+    # use_endpoints sets discord.py's class attributes; monkeypatch puts them back afterwards.
+    monkeypatch.setattr(discord.http.Route, "BASE", discord.http.Route.BASE)
+    monkeypatch.setattr(
+        discord.gateway.DiscordWebSocket,
+        "DEFAULT_GATEWAY",
+        discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY,
+    )
+    use_endpoints(server.api_url, server.gateway_url)
+    yield server
+    await server.stop()
+
+
+@contextlib.asynccontextmanager
+async def running_client(service: HashtagService, **options):
+    client = build_client(service, guild_ready_timeout=0.1, **options)
+    task = asyncio.create_task(client.start(TOKEN))
+    ready = asyncio.create_task(client.wait_until_ready())
+    try:
+        await asyncio.wait([task, ready], timeout=30, return_when=asyncio.FIRST_COMPLETED)
+        if task.done():
+            task.result()  # the client stopped before it was ready: show why
+        assert ready.done(), "the Discord client did not become ready"
+        yield client
+    finally:
+        await client.close()
+        await asyncio.gather(task, return_exceptions=True)
+
+
+@contextlib.asynccontextmanager
+async def core(tiny_model, db_path):
+    store = await Store.open(db_path)
+    async with InferenceEngine(tiny_model, torch.device("cpu")) as engine:
+        yield HashtagService(engine, store, model_version="tiny")
+    await store.close()
+
+
+@pytest.fixture
+async def bot(fake, tiny_model, tmp_path):
+    async with core(tiny_model, tmp_path / "bot.sqlite3") as service, running_client(service):
+        yield service
+
+
+def replies(fake: FakeDiscord) -> list:
+    return [
+        call for call in fake.calls_to("POST", "/messages") if call.path.startswith("/channels/")
+    ]
+
+
+async def send_photo(fake: FakeDiscord, bot: HashtagService, author=ALICE, seed=0, **message):
+    """DM (or post) a photo; returns the bot's reply as the fake created it, once recorded."""
+    before = len(replies(fake))
+    attachment = fake.attachment(jpeg(seed=seed))
+    await fake.send_message(fake.message(author, attachments=[attachment], **message))
+    await fake.wait_for("POST", "/messages", before + 1)
+    reply = replies(fake)[-1].result
+    for _ in range(200):  # the bot records the reply right after Discord answered
+        if await bot.store.suggestion_for_reply("discord", reply["channel_id"], reply["id"]):
+            break
+        await asyncio.sleep(0.01)
+    return reply
+
+
+def custom_ids(message: dict) -> list[str]:
+    return [button["custom_id"] for row in message["components"] for button in row["components"]]
+
+
+async def test_a_dm_photo_gets_hashtags_and_buttons(fake, bot):
+    reply = await send_photo(fake, bot)
+    tags = reply["content"].split()
+    assert len(tags) == 10 and all(tag.startswith("#") for tag in tags)
+    ids = custom_ids(reply)
+    assert len(ids) == 11 and ids[-1].startswith("save|")
+    request = replies(fake)[-1].body
+    assert request["message_reference"]["message_id"]  # a reply to the photo
+
+
+async def test_thumbs_up_saves_and_removing_it_undoes(fake, bot):
+    reply = await send_photo(fake, bot)
+    await fake.react(ALICE, reply, "👍")
+    await fake.wait_for("PUT", "/reactions/")
+    me = UserRef("discord", str(ALICE))
+    assert len(await bot.top_hashtags(me)) == 10
+    await fake.react(ALICE, reply, "👍", added=False)
+    for _ in range(200):
+        if not await bot.top_hashtags(me):
+            break
+        await asyncio.sleep(0.01)
+    assert await bot.top_hashtags(me) == []
+
+
+async def test_buttons_untick_and_save(fake, bot):
+    reply = await send_photo(fake, bot)
+    first_toggle = custom_ids(reply)[0]
+    await fake.press(ALICE, reply, first_toggle)
+    (toggle,) = await fake.wait_for("POST", "/callback")
+    assert toggle.body["type"] == 7  # update the message in place
+    reply["components"] = toggle.body["data"]["components"]
+    await fake.press(ALICE, reply, custom_ids(reply)[-1])
+    (_, save) = await fake.wait_for("POST", "/callback", 2)
+    assert "Saved" in save.body["data"]["content"]
+    shown = [tag.lstrip("#") for tag in reply["content"].split()]
+    stored = {tag for tag, _ in await bot.top_hashtags(UserRef("discord", str(ALICE)))}
+    assert stored == set(shown[1:])
+
+
+async def test_own_hashtags_reply_is_stored_and_comes_back(fake, bot):
+    reply = await send_photo(fake, bot, seed=3)
+    reference = {"message_id": reply["id"], "channel_id": reply["channel_id"]}
+    await fake.send_message(
+        fake.message(
+            ALICE, content="#MyCatLuna", message_reference=reference, referenced_message=reply
+        )
+    )
+    await fake.wait_for("POST", "/messages", 2)
+    assert replies(fake)[-1].body["content"] == messages.saved(["mycatluna"])
+    again = await send_photo(fake, bot, seed=3)
+    assert "#mycatluna" in again["content"].split()
+
+
+async def test_in_a_server_only_mentions_are_read_and_only_the_author_counts(fake, bot):
+    attachment = fake.attachment(jpeg())
+    await fake.send_message(fake.message(ALICE, guild=True, attachments=[attachment]))
+    await asyncio.sleep(0.5)
+    assert replies(fake) == []  # no message_content intent, not mentioned: not for us
+    reply = await send_photo(fake, bot, guild=True, content=f"<@{BOT_ID}>", mentions=[BOT])
+    assert reply["channel_id"] == str(CHANNEL_ID)
+    await fake.react(BOB, reply, "👍")
+    await fake.press(BOB, reply, custom_ids(reply)[-1])
+    (notice,) = await fake.wait_for("POST", "/callback")
+    assert notice.body["data"]["content"] == messages.ONLY_THE_AUTHOR
+    assert notice.body["data"]["flags"] == 64  # ephemeral
+    assert fake.calls_to("PUT", "/reactions/") == []
+    for person in (ALICE, BOB):
+        assert await bot.top_hashtags(UserRef("discord", str(person))) == []
+
+
+async def test_slash_tags_with_and_without_an_image(fake, bot):
+    attachment = fake.attachment(jpeg(seed=5))
+    await fake.slash(ALICE, "tags", attachment)
+    (followup,) = await fake.wait_for("POST", "/webhooks/")
+    assert followup.body["content"].startswith("#")
+    await fake.slash(ALICE, "tags")
+    (_, listing) = await fake.wait_for("POST", "/callback", 2)
+    assert listing.body["data"]["content"] == messages.NO_HISTORY
+    assert listing.body["data"]["flags"] == 64
+
+
+async def test_bad_attachments_get_a_clear_reply_and_are_not_downloaded(fake, bot):
+    huge = fake.attachment(b"x", size=50 * 1024 * 1024)
+    await fake.send_message(fake.message(ALICE, attachments=[huge]))
+    await fake.wait_for("POST", "/messages")
+    assert "limit is 20 MB" in replies(fake)[-1].body["content"]
+    pdf = fake.attachment(b"%PDF-1.7", content_type="application/pdf", name="doc.pdf")
+    await fake.send_message(fake.message(ALICE, attachments=[pdf]))
+    await fake.wait_for("POST", "/messages", 2)
+    assert replies(fake)[-1].body["content"] == messages.NOT_A_PHOTO
+    broken = fake.attachment(b"not really a jpeg")
+    await fake.send_message(fake.message(ALICE, attachments=[broken]))
+    await fake.wait_for("POST", "/messages", 3)
+    assert "not an image" in replies(fake)[-1].body["content"]
+    downloads = [call.path for call in fake.calls if call.path.startswith("/attachments/")]
+    assert downloads == [f"/attachments/{broken['id']}"]
+
+
+async def test_several_images_in_one_message_get_one_reply(fake, bot):
+    attachments = [fake.attachment(jpeg(seed=s)) for s in (1, 2, 3)]
+    await fake.send_message(fake.message(ALICE, attachments=attachments))
+    await fake.wait_for("POST", "/messages")
+    await asyncio.sleep(0.3)
+    assert len(replies(fake)) == 1
+
+
+async def test_forget_asks_first_then_deletes_everything(fake, bot):
+    reply = await send_photo(fake, bot)
+    await fake.react(ALICE, reply, "👍")
+    await fake.wait_for("PUT", "/reactions/")
+    await fake.slash(ALICE, "forget")
+    (confirm,) = await fake.wait_for("POST", "/callback")
+    assert confirm.body["data"]["content"] == messages.FORGET_CONFIRM
+    assert confirm.body["data"]["flags"] == 64
+    confirm_message = {
+        **reply,
+        "content": messages.FORGET_CONFIRM,
+        "components": confirm.body["data"]["components"],
+    }
+    await fake.press(ALICE, confirm_message, "forget|yes")
+    (_, done) = await fake.wait_for("POST", "/callback", 2)
+    assert done.body["data"]["content"] == messages.FORGOTTEN
+    assert await bot.top_hashtags(UserRef("discord", str(ALICE))) == []
+
+
+async def test_telegram_and_discord_in_one_process_share_the_core_but_not_histories(
+    fake, tiny_model, tmp_path
+):
+    from tests.fake_telegram import TOKEN as TELEGRAM_TOKEN
+    from tests.fake_telegram import FakeBotAPI
+
+    telegram = FakeBotAPI()
+    await telegram.start()
+    async with core(tiny_model, tmp_path / "bot.sqlite3") as service, running_client(service):
+        application = build_application(service, TELEGRAM_TOKEN, telegram.url)
+        async with application:
+            await application.start()
+            await application.updater.start_polling(allowed_updates=ALLOWED_UPDATES)
+            photo = telegram.add_photo(jpeg(seed=8))
+            await telegram.send_message(telegram.message(ALICE, photo=photo))
+            discord_reply = await send_photo(fake, service, author=ALICE, seed=8)
+            (telegram_reply,) = await telegram.wait_for("sendMessage")
+            assert telegram_reply["text"].startswith("#") and discord_reply["content"].startswith(
+                "#"
+            )
+            reference = {
+                "message_id": discord_reply["id"],
+                "channel_id": discord_reply["channel_id"],
+            }
+            await fake.send_message(
+                fake.message(ALICE, content="#onlyondiscord", message_reference=reference)
+            )
+            await fake.wait_for("POST", "/messages", 2)
+            await application.updater.stop()
+            await application.stop()
+        # Same numeric id, different platforms: two people, two histories.
+        assert await service.top_hashtags(UserRef("discord", str(ALICE))) == [("onlyondiscord", 1)]
+        assert await service.top_hashtags(UserRef("telegram", str(ALICE))) == []
+    await telegram.stop()
+
+
+async def test_the_message_menu_suggests_for_someone_elses_photo(fake, bot):
+    photo = fake.message(ALICE, guild=True, attachments=[fake.attachment(jpeg(seed=6))])
+    data = {
+        "id": "2",
+        "name": "Suggest hashtags",
+        "type": 3,
+        "target_id": photo["id"],
+        "resolved": {"messages": {photo["id"]: photo}},
+    }
+    await fake.interact(BOB, 2, data, guild=True)
+    (followup,) = await fake.wait_for("POST", "/webhooks/")
+    assert followup.body["content"].startswith("#")
+    # The suggestion is the photo author's: Bob may not save it, Alice may.
+    message = followup.result
+    await fake.press(BOB, {**message, "guild_id": "1"}, custom_ids(message)[-1])
+    (*_, notice) = await fake.wait_for("POST", "/callback", 2)
+    assert notice.body["data"]["content"] == messages.ONLY_THE_AUTHOR
+
+
+async def test_python_dash_m_bot_serves_both_platforms_in_one_process(
+    fake, tiny_clip_files, tmp_path
+):
+    telegram = FakeBotAPI()
+    await telegram.start()
+    config_path, weights_path = tiny_clip_files
+    env = {
+        **os.environ,
+        "LOG_LEVEL": "DEBUG",
+        "TELEGRAM_BOT_TOKEN": TELEGRAM_TOKEN,
+        "TELEGRAM_API_URL": telegram.url,
+        "DISCORD_BOT_TOKEN": TOKEN,
+        "DISCORD_API_URL": fake.api_url,
+        "DISCORD_GATEWAY_URL": fake.gateway_url,
+    }
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "bot", "--model", config_path, "--pretrained", weights_path,
+        "--device", "cpu", "--db", str(tmp_path / "bot.sqlite3"),
+        env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+    )  # fmt: skip
+    try:
+        await asyncio.wait_for(fake.ready.wait(), 120)
+        await telegram.wait_for("getUpdates", timeout=120)
+        await telegram.send_message(telegram.message(ALICE, photo=telegram.add_photo(jpeg())))
+        attachment = fake.attachment(jpeg(seed=1))
+        await fake.send_message(fake.message(BOB, attachments=[attachment]))
+        (telegram_reply,) = await telegram.wait_for("sendMessage")
+        await fake.wait_for("POST", "/messages")
+        assert telegram_reply["text"].startswith("#")
+        assert replies(fake)[-1].body["content"].startswith("#")
+    finally:
+        process.send_signal(signal.SIGTERM)
+        output, _ = await asyncio.wait_for(process.communicate(), 60)
+        await telegram.stop()
+    log = output.decode()
+    assert process.returncode == 0, log
+    for secret in (TOKEN, TELEGRAM_TOKEN, TELEGRAM_TOKEN.split(":")[1]):
+        assert secret not in log
