@@ -44,6 +44,9 @@ class Call:
 class FakeDiscord:
     calls: list[Call] = field(default_factory=list)
     attachments: dict[str, bytes] = field(default_factory=dict)
+    heartbeats: int = 0
+    heartbeat_interval_ms: int = 250
+    failures: list[tuple[str, str, int, dict]] = field(default_factory=list)
 
     def __post_init__(self):
         self._ids = itertools.count(5_000_000)
@@ -205,12 +208,14 @@ class FakeDiscord:
     async def _gateway(self, request: web.Request) -> web.WebSocketResponse:
         socket = web.WebSocketResponse()
         await socket.prepare(request)
-        await socket.send_str(json.dumps({"op": 10, "d": {"heartbeat_interval": 45000}}))
+        hello = {"op": 10, "d": {"heartbeat_interval": self.heartbeat_interval_ms}}
+        await socket.send_str(json.dumps(hello))
         async for frame in socket:
             if frame.type != WSMsgType.TEXT:
                 continue
             payload = json.loads(frame.data)
             if payload["op"] == 1:  # heartbeat
+                self.heartbeats += 1
                 await socket.send_str(json.dumps({"op": 11}))
             elif payload["op"] == 2:  # identify
                 self._sockets.append(socket)
@@ -229,6 +234,7 @@ class FakeDiscord:
             "user": BOT,
             "guilds": [{"id": str(GUILD_ID), "unavailable": True}],
             "session_id": "fake-session",
+            "shard": [0, 1],
             "resume_gateway_url": self.gateway_url,
             "application": {"id": str(APP_ID), "flags": 0},
         }
@@ -246,13 +252,24 @@ class FakeDiscord:
             if request.content_type == "application/json" and raw:
                 body = json.loads(raw)
         call = Call(request.method, "/" + request.match_info["path"], body, dict(request.query))
-        status, call.result = self._answer(call)
+        status, call.result = self._planned_failure(call) or self._answer(call)
         async with self._changed:
             self.calls.append(call)
             self._changed.notify_all()
         if status == 204:
             return web.Response(status=204)
         return _json(call.result, status)
+
+    def fail_next(self, method: str, path_part: str, status: int, **body) -> None:
+        """Answer the next matching REST call with an error (e.g. a 429 with retry_after)."""
+        self.failures.append((method, path_part, status, body))
+
+    def _planned_failure(self, call: Call) -> tuple[int, object] | None:
+        for i, (method, path_part, status, body) in enumerate(self.failures):
+            if call.method == method and path_part in call.path:
+                del self.failures[i]
+                return status, body
+        return None
 
     def _answer(self, call: Call) -> tuple[int, object]:
         method, path, body = call.method, call.path, call.body or {}
@@ -389,6 +406,8 @@ def _guild() -> dict:
 
 
 def _json(data, status: int = 200) -> web.Response:
-    # discord.py insists on exactly this content type.
+    # discord.py insists on exactly this content type, and only trusts a 429 that came
+    # through Discord's proxy (a `Via` header), as every real API response does.
     body = json.dumps(data).encode()
-    return web.Response(body=body, status=status, headers={"Content-Type": "application/json"})
+    headers = {"Content-Type": "application/json", "Via": "1.1 google"}
+    return web.Response(body=body, status=status, headers=headers)

@@ -17,7 +17,7 @@ from bot.store import Store
 from bot.telegram_bot import ALLOWED_UPDATES, build_application
 from inference.engine import InferenceEngine
 from tests.corpus import jpeg
-from tests.fake_discord import BOT, BOT_ID, CHANNEL_ID, TOKEN, FakeDiscord
+from tests.fake_discord import BOT, BOT_ID, CHANNEL_ID, GUILD_ID, TOKEN, FakeDiscord
 from tests.fake_telegram import TOKEN as TELEGRAM_TOKEN
 from tests.fake_telegram import FakeBotAPI
 
@@ -83,11 +83,20 @@ async def send_photo(fake: FakeDiscord, bot: HashtagService, author=ALICE, seed=
     await fake.send_message(fake.message(author, attachments=[attachment], **message))
     await fake.wait_for("POST", "/messages", before + 1)
     reply = replies(fake)[-1].result
-    for _ in range(200):  # the bot records the reply right after Discord answered
-        if await bot.store.suggestion_for_reply("discord", reply["channel_id"], reply["id"]):
-            break
-        await asyncio.sleep(0.01)
+    await recorded(bot, reply)
     return reply
+
+
+async def recorded(bot: HashtagService, reply: dict) -> None:
+    """Wait until the bot has stored which message carries the suggestion.
+
+    It can only do so once Discord answered, and a person cannot react to a message they have
+    not seen yet.
+    """
+    for _ in range(200):
+        if await bot.store.suggestion_for_reply("discord", reply["channel_id"], reply["id"]):
+            return
+        await asyncio.sleep(0.01)
 
 
 def custom_ids(message: dict) -> list[str]:
@@ -312,3 +321,47 @@ async def test_python_dash_m_bot_serves_both_platforms_in_one_process(
     assert process.returncode == 0, log
     for secret in (TOKEN, TELEGRAM_TOKEN, TELEGRAM_TOKEN.split(":")[1]):
         assert secret not in log
+
+
+async def test_commands_are_synced_and_the_gateway_is_kept_alive(fake, bot):
+    (sync,) = fake.calls_to("PUT", "/commands")
+    assert sync.path == f"/applications/{BOT_ID}/commands"  # global by default
+    assert {command["name"] for command in sync.body} == {"tags", "forget", "Suggest hashtags"}
+    await asyncio.sleep(0.6)
+    assert fake.heartbeats >= 1
+
+
+async def test_one_guild_sync_and_the_sharded_client(fake, tiny_model, tmp_path):
+    async with (
+        core(tiny_model, tmp_path / "bot.sqlite3") as service,
+        running_client(service, guild_id=GUILD_ID, sharded=True),
+    ):
+        (sync,) = fake.calls_to("PUT", "/commands")
+        assert sync.path == f"/applications/{BOT_ID}/guilds/{GUILD_ID}/commands"
+        assert fake.calls_to("GET", "/gateway/bot")  # the sharded client asks how many shards
+        reply = await send_photo(fake, service)
+        assert reply["content"].startswith("#")
+
+
+async def test_chosen_channels_are_read_without_a_mention(fake, tiny_model, tmp_path):
+    async with (
+        core(tiny_model, tmp_path / "bot.sqlite3") as service,
+        running_client(service, content_channels=[CHANNEL_ID]) as client,
+    ):
+        assert client.intents.message_content
+        reply = await send_photo(fake, service, guild=True)
+        assert reply["channel_id"] == str(CHANNEL_ID)
+
+
+async def test_thumbs_down_rejects_and_a_429_is_waited_out(fake, bot):
+    limited = {"message": "You are being rate limited.", "retry_after": 0.2, "global": False}
+    fake.fail_next("POST", "/messages", 429, **limited)
+    await fake.send_message(fake.message(ALICE, attachments=[fake.attachment(jpeg())]))
+    refused, sent = await fake.wait_for("POST", "/messages", 2)  # refused once, then sent
+    assert refused.result == limited and sent.result["content"].startswith("#")
+    reply = sent.result
+    await recorded(bot, reply)
+    await fake.react(ALICE, reply, "👎")
+    await fake.wait_for("PUT", "/reactions/")
+    history = await bot.store.user_history(await bot.store.find_user_id("discord", str(ALICE)))
+    assert set(history.verdicts[0].values()) == {-1}
