@@ -187,7 +187,7 @@ class FakeDiscord:
     async def dispatch(self, event: str, data: dict) -> None:
         await self.ready.wait()
         payload = {"op": 0, "t": event, "s": next(self._sequence), "d": data}
-        for socket in self._sockets:
+        for socket in [s for s in self._sockets if not s.closed]:
             await socket.send_str(json.dumps(payload))
 
     # --- what tests check --------------------------------------------------------------------
@@ -222,6 +222,8 @@ class FakeDiscord:
                 await self._send(socket, "READY", self._ready())
                 await self._send(socket, "GUILD_CREATE", _guild())
                 self.ready.set()
+        if socket in self._sockets:  # the client went away (closed, or restarting)
+            self._sockets.remove(socket)
         return socket
 
     async def _send(self, socket, event: str, data: dict) -> None:

@@ -365,3 +365,18 @@ async def test_thumbs_down_rejects_and_a_429_is_waited_out(fake, bot):
     await fake.wait_for("PUT", "/reactions/")
     history = await bot.store.user_history(await bot.store.find_user_id("discord", str(ALICE)))
     assert set(history.verdicts[0].values()) == {-1}
+
+
+async def test_buttons_and_reactions_keep_working_after_a_restart(fake, tiny_model, tmp_path):
+    db = tmp_path / "bot.sqlite3"
+    async with core(tiny_model, db) as service, running_client(service):
+        reply = await send_photo(fake, service)
+    fake.ready.clear()
+    async with core(tiny_model, db) as service, running_client(service):
+        await fake.press(ALICE, reply, custom_ids(reply)[-1])  # a button from before the restart
+        (save,) = await fake.wait_for("POST", "/callback")
+        assert "Saved" in save.body["data"]["content"]
+        assert len(await service.top_hashtags(UserRef("discord", str(ALICE)))) == 10
+        await fake.react(ALICE, reply, "👍", added=False)  # and a reaction: nothing to undo
+        await fake.react(ALICE, reply, "👎")
+        await fake.wait_for("PUT", "/reactions/")
