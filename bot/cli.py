@@ -13,11 +13,13 @@ import logging
 import os
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from bot import metrics
 from bot.console import run_console
+from bot.health import start_health_server
 from bot.logs import configure_logging
 from bot.schema import SchemaTooNew
 from bot.service import HashtagService
@@ -61,6 +63,26 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--console", action="store_true", help="chat in this terminal instead of a platform"
     )
+    operations = parser.add_argument_group("operations")
+    operations.add_argument(
+        "--metrics-port",
+        type=int,
+        default=_env_int("METRICS_PORT"),
+        metavar="PORT",
+        help="serve /healthz and Prometheus /metrics on this port (default off; $METRICS_PORT)",
+    )
+    operations.add_argument(
+        "--metrics-host",
+        default=os.environ.get("METRICS_HOST", "127.0.0.1"),
+        help="address for --metrics-port (default 127.0.0.1; the Docker image uses 0.0.0.0)",
+    )
+    operations.add_argument(
+        "--shutdown-timeout",
+        type=float,
+        default=20 if _env_int("SHUTDOWN_TIMEOUT") is None else _env_int("SHUTDOWN_TIMEOUT"),
+        metavar="SECONDS",
+        help="on SIGTERM, how long to wait for photos in flight (default 20)",
+    )
     discord_options = parser.add_argument_group("Discord")
     discord_options.add_argument(
         "--discord-guild",
@@ -79,6 +101,15 @@ def build_parser() -> argparse.ArgumentParser:
         "--discord-sharded", action="store_true", help="AutoShardedClient, for large bots"
     )
     return parser
+
+
+def _env_int(name: str) -> int | None:
+    value = os.environ.get(name, "").strip()
+    if not value:
+        return None
+    if not value.isdigit():
+        raise SystemExit(f"error: ${name} must be a whole number, not {value!r}")
+    return int(value)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -113,8 +144,12 @@ class Tokens:
 async def _run(args: argparse.Namespace, tokens: Tokens, channels: list[int]) -> int:
     model, device = load_model_from_args(args)
     store = await Store.open(args.db)
+    engine = InferenceEngine(
+        model, device, on_decode=metrics.record_decode, on_batch=metrics.record_batch
+    )
+    metrics.watch_queue(engine)
     try:
-        async with InferenceEngine(model, device) as engine:
+        async with engine:
             service = HashtagService(
                 engine, store, model_version=_model_version(args), top_k=args.top_k
             )
@@ -123,7 +158,8 @@ async def _run(args: argparse.Namespace, tokens: Tokens, channels: list[int]) ->
             else:
                 await _serve(service, tokens, args, channels)
     finally:
-        await store.close()
+        await store.close()  # every acknowledged write is already committed
+    log.info("stopped cleanly")
     return EXIT_OK
 
 
@@ -134,17 +170,33 @@ async def _serve(service: HashtagService, tokens: Tokens, args, channels: list[i
     for signal_number in (signal.SIGINT, signal.SIGTERM):
         with contextlib.suppress(NotImplementedError):  # not on Windows
             loop.add_signal_handler(signal_number, stop.set)
-    async with contextlib.AsyncExitStack() as platforms:
+    async with contextlib.AsyncExitStack() as running:
+        # Health first: it answers during start-up, with platforms "disconnected" until up.
+        connected: dict[str, Callable[[], bool]] = {}
+        if args.metrics_port:
+            runner = await start_health_server(
+                service, connected, args.metrics_host, args.metrics_port
+            )
+            running.push_async_callback(runner.cleanup)
+            log.info("health and metrics on %s:%d", args.metrics_host, args.metrics_port)
+        telegram = None
         if tokens.telegram:
-            await platforms.enter_async_context(_telegram(service, tokens.telegram))
+            telegram = await running.enter_async_context(_telegram(service, tokens.telegram))
+            connected["telegram"] = lambda: telegram.updater.running
         if tokens.discord:
-            await platforms.enter_async_context(
+            client = await running.enter_async_context(
                 _discord(
                     service, tokens.discord, args.discord_guild, channels, args.discord_sharded
                 )
             )
+            connected["discord"] = lambda: client.is_ready() and not client.is_closed()
         await stop.wait()
-        log.info("stopping")
+        # Stop taking updates, let the work in flight finish, then disconnect (stack exit).
+        log.info("stopping: finishing the work in flight (at most %.0f s)", args.shutdown_timeout)
+        if telegram:
+            await telegram.updater.stop()
+        if not await service.drain(args.shutdown_timeout):
+            log.warning("gave up waiting for work in flight after %.0f s", args.shutdown_timeout)
 
 
 @contextlib.asynccontextmanager
@@ -156,8 +208,9 @@ async def _telegram(service: HashtagService, token: str):
         await application.start()
         await application.updater.start_polling(allowed_updates=ALLOWED_UPDATES)
         log.info("Telegram bot @%s is running", application.bot.username)
-        yield
-        await application.updater.stop()
+        yield application
+        if application.updater.running:
+            await application.updater.stop()
         await application.stop()
 
 
@@ -171,7 +224,7 @@ async def _discord(service, token: str, guild: int | None, channels: list[int], 
     running = asyncio.create_task(client.start(token), name="discord")
     log.info("Discord bot is starting")
     try:
-        yield
+        yield client
     finally:
         await client.close()
         await asyncio.gather(running, return_exceptions=True)

@@ -19,9 +19,9 @@ import discord
 import yarl
 from discord import app_commands
 
-from bot import messages
+from bot import messages, metrics
 from bot.messages import explained
-from bot.service import HashtagService, NotYourSuggestion, UnknownSuggestion, UserRef
+from bot.service import HashtagService, NotYourSuggestion, UnknownSuggestion, UserRef, tracked
 from inference.images import ImageRejected, check_file_size
 
 log = logging.getLogger(__name__)
@@ -89,6 +89,7 @@ class DiscordAdapter:
             self.on_interaction,
             self.on_raw_reaction_add,
             self.on_raw_reaction_remove,
+            self.on_error,
         ):
             setattr(client, handler.__name__, handler)
 
@@ -131,8 +132,14 @@ class DiscordAdapter:
             self.tree.copy_global_to(guild=self.guild)
         await self.tree.sync(guild=self.guild)
 
+    async def on_error(self, event: str, *args, **kwargs) -> None:
+        """One failing event is logged and counted; the bot carries on."""
+        metrics.ERRORS.labels("unexpected").inc()
+        log.exception("Discord event %s failed", event)
+
     # --- messages ------------------------------------------------------------------------
 
+    @tracked
     async def on_message(self, message: discord.Message) -> None:
         if message.author.bot:
             return
@@ -152,11 +159,14 @@ class DiscordAdapter:
         self, message: discord.Message, images: list[discord.Attachment]
     ):
         async with explained(message.reply):
-            data = [await self._read(image) for image in images]
+            with metrics.STAGE_SECONDS.labels("download").time():
+                data = [await self._read(image) for image in images]
             suggestion = await self.service.suggest(_user(message.author), data, message.content)
-            sent = await message.reply(suggestion.text, view=_tag_view(suggestion))
+            with metrics.STAGE_SECONDS.labels("reply").time():
+                sent = await message.reply(suggestion.text, view=_tag_view(suggestion))
             await self.service.attach_reply(suggestion.id, str(sent.channel.id), str(sent.id))
 
+    @tracked
     async def _suggest_for_interaction(self, interaction, author, images, caption) -> None:
         async def say(text: str) -> None:
             await interaction.followup.send(text, ephemeral=True)
@@ -188,6 +198,7 @@ class DiscordAdapter:
 
     # --- buttons -------------------------------------------------------------------------
 
+    @tracked
     async def on_interaction(self, interaction: discord.Interaction) -> None:
         """Buttons, answered by custom id: also those on messages sent before a restart."""
         if interaction.type != discord.InteractionType.component:
@@ -238,6 +249,7 @@ class DiscordAdapter:
     async def on_raw_reaction_remove(self, payload: discord.RawReactionActionEvent) -> None:
         await self._reaction(payload, added=False)
 
+    @tracked
     async def _reaction(self, payload: discord.RawReactionActionEvent, added: bool) -> None:
         """👍 saves every shown tag, 👎 rejects them, removing the reaction undoes it.
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 
+from bot import metrics
 from bot.service import NotYourSuggestion, RateLimited, UnknownSuggestion, hashtag_text
 from bot.store import StoreUnavailable
 from inference.engine import EngineBusy
@@ -77,7 +78,8 @@ async def explained(send: Callable[[str], Awaitable[object]]) -> AsyncIterator[N
     except Exception as error:
         text = for_error(error)
         if text is None:
-            raise
+            raise  # counted and logged by the adapter's error handler
+        metrics.ERRORS.labels(type(error).__name__).inc()
         await send(text)
 
 

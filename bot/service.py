@@ -8,14 +8,17 @@ addressed by its id or by the bot message that carries it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import functools
 import re
 import time
 from collections import Counter, OrderedDict
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
+from bot import metrics
 from bot.personalize import GlobalPrior, UserProfile, Weights, personalize
 from bot.ratelimit import RateLimit, RateLimiter
 from bot.store import VERDICT_ACCEPT, VERDICT_REJECT, Store, StoredSuggestion
@@ -59,6 +62,20 @@ class RateLimited(RuntimeError):
         self.retry_after = retry_after
 
 
+def tracked(handler):
+    """For adapter methods (on objects with a `service`): no new work while shutting down,
+    and the work counts as in flight until it has answered, so a shutdown waits for it."""
+
+    @functools.wraps(handler)
+    async def wrapper(adapter, *args, **kwargs):
+        if not adapter.service.accepting:
+            return None
+        async with adapter.service.in_flight():
+            return await handler(adapter, *args, **kwargs)
+
+    return wrapper
+
+
 def hashtag_text(tags) -> str:
     return " ".join(f"#{tag}" for tag in tags)
 
@@ -92,6 +109,33 @@ class HashtagService:
         self._global_prior: GlobalPrior | None = None
         self._global_prior_time = 0.0
         self._global_prior_ttl = global_prior_ttl
+        self.accepting = True  # False while shutting down: adapters take no new work
+        self._in_flight = 0
+        self._idle = asyncio.Event()
+        self._idle.set()
+
+    # --- lifecycle -----------------------------------------------------------------------
+
+    @contextlib.asynccontextmanager
+    async def in_flight(self) -> AsyncIterator[None]:
+        """Adapters wrap each piece of work (a photo, a button press) in this."""
+        self._in_flight += 1
+        self._idle.clear()
+        try:
+            yield
+        finally:
+            self._in_flight -= 1
+            if self._in_flight == 0:
+                self._idle.set()
+
+    async def drain(self, timeout: float) -> bool:
+        """Stop taking work and wait for what is in flight; False if the wait ran out."""
+        self.accepting = False
+        try:
+            await asyncio.wait_for(self._idle.wait(), timeout)
+        except TimeoutError:
+            return False
+        return True
 
     # --- suggestions -------------------------------------------------------------------
 
@@ -126,6 +170,7 @@ class HashtagService:
         caption_tags = extract_hashtags(caption)
         if caption_tags:
             await self._record(suggestion_id, user_id, caption_tags, VERDICT_ACCEPT, "caption")
+        metrics.PHOTOS.labels(user.platform).inc()
         return Suggestion(suggestion_id, shown, caption_tags)
 
     async def _predict_post(self, images: Sequence[bytes]) -> tuple[np.ndarray, np.ndarray]:
@@ -187,6 +232,7 @@ class HashtagService:
         suggestion, user_id = await self.owned_suggestion(user, suggestion_id)
         removed = await self.store.remove_feedback(suggestion.id, source, verdict)
         self._profiles.pop(user_id, None)
+        metrics.FEEDBACK.labels(f"{source}_undo").inc()
         return removed
 
     async def _judge(
@@ -218,6 +264,7 @@ class HashtagService:
     ) -> None:
         await self.store.record_feedback(suggestion_id, user_id, tags, verdict, source)
         self._profiles.pop(user_id, None)  # rebuilt from the database on the next photo
+        metrics.FEEDBACK.labels(f"{source}_{'accept' if verdict > 0 else 'reject'}").inc()
 
     # --- the person's own data ---------------------------------------------------------
 

@@ -107,6 +107,11 @@ class Store:
                     await self._db.execute("ROLLBACK")
                 raise
 
+    async def check_writable(self) -> None:
+        """Take the write lock and let it go: raises StoreUnavailable when no write could."""
+        async with self._transaction():
+            pass
+
     async def find_user_id(self, platform: str, platform_user_id: str) -> int | None:
         """The internal id of a person, or None for someone the bot has never answered."""
         async with _unavailable_on_sqlite_errors():

@@ -35,9 +35,9 @@ from telegram.ext import (
     filters,
 )
 
-from bot import messages
+from bot import messages, metrics
 from bot.messages import explained
-from bot.service import HashtagService, NotYourSuggestion, UnknownSuggestion, UserRef
+from bot.service import HashtagService, NotYourSuggestion, UnknownSuggestion, UserRef, tracked
 from inference.images import ImageRejected, check_file_size
 
 log = logging.getLogger(__name__)
@@ -103,6 +103,7 @@ class TelegramAdapter:
     async def not_a_photo(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         await _reply(update.effective_message, messages.NOT_A_PHOTO)
 
+    @tracked
     async def tags_command(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         """/tags as a reply to a photo suggests for it; alone, it lists the person's hashtags."""
         message = update.effective_message
@@ -127,6 +128,7 @@ class TelegramAdapter:
 
     # --- photos --------------------------------------------------------------------------
 
+    @tracked
     async def photo(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         message = update.effective_message
         photos = [message]
@@ -143,10 +145,12 @@ class TelegramAdapter:
     async def _suggest(self, reply_to: Message, photos: list[Message], caption: str | None) -> None:
         author = UserRef(PLATFORM, str(photos[0].from_user.id))
         async with explained(lambda text: _reply(reply_to, text)):
-            images = [await self._download(photo) for photo in photos]
+            with metrics.STAGE_SECONDS.labels("download").time():
+                images = [await self._download(photo) for photo in photos]
             suggestion = await self.service.suggest(author, images, _without_command(caption))
             keyboard = _keyboard(suggestion.id, [tag for tag, _ in suggestion.tags])
-            sent = await _reply(reply_to, suggestion.text, reply_markup=keyboard)
+            with metrics.STAGE_SECONDS.labels("reply").time():
+                sent = await _reply(reply_to, suggestion.text, reply_markup=keyboard)
             await self.service.attach_reply(suggestion.id, str(sent.chat_id), str(sent.message_id))
 
     async def _download(self, message: Message) -> bytes:
@@ -168,6 +172,7 @@ class TelegramAdapter:
 
     # --- feedback ------------------------------------------------------------------------
 
+    @tracked
     async def button(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         query = update.callback_query
         action, _, argument = (query.data or "").partition("|")
@@ -200,6 +205,7 @@ class TelegramAdapter:
             text = f"{query.message.text}\n{messages.saved(saved)}"
             await _send(lambda: query.edit_message_text(text))
 
+    @tracked
     async def reaction(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         """👍 saves every shown tag, 👎 rejects them, removing a reaction undoes it."""
         change = update.message_reaction
@@ -234,6 +240,7 @@ class TelegramAdapter:
                 )
             )
 
+    @tracked
     async def reply(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         """A reply to the bot's suggestion with the person's own #hashtags."""
         message = update.effective_message
@@ -251,6 +258,7 @@ class TelegramAdapter:
 
     async def on_error(self, update: object, context: ContextTypes.DEFAULT_TYPE) -> None:
         """Log the failure (the logging setup redacts tokens) and tell the person."""
+        metrics.ERRORS.labels("unexpected").inc()
         log.error("update failed: %s", context.error, exc_info=context.error)
         if isinstance(update, Update) and update.effective_chat:
             try:

@@ -9,7 +9,8 @@ one forward pass on a dedicated thread, so the event loop never blocks on the mo
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -55,7 +56,10 @@ class InferenceEngine:
         max_pending: int = 256,
         decode_threads: int = 2,
         limits: ImageLimits | None = None,
+        on_decode: Callable[[float], None] | None = None,
+        on_batch: Callable[[int, float], None] | None = None,
     ):
+        """`on_decode(seconds)` and `on_batch(size, seconds)` let a caller record metrics."""
         self.model = model
         self.device = device
         self.dtype = inference_dtype(device)
@@ -69,6 +73,7 @@ class InferenceEngine:
         self._queue: asyncio.Queue[_Request] = asyncio.Queue()
         self._pending = 0
         self._batcher: asyncio.Task[None] | None = None
+        self._on_decode, self._on_batch = on_decode, on_batch
 
     async def __aenter__(self) -> InferenceEngine:
         self._batcher = asyncio.create_task(self._run_batches(), name="inference-batcher")
@@ -84,6 +89,10 @@ class InferenceEngine:
             self._batcher = None
         self._decode_pool.shutdown(wait=True, cancel_futures=True)
         self._model_thread.shutdown(wait=True, cancel_futures=True)
+
+    @property
+    def running(self) -> bool:
+        return self._batcher is not None and not self._batcher.done()
 
     @property
     def pending(self) -> int:
@@ -111,8 +120,12 @@ class InferenceEngine:
 
     def preprocess(self, data: bytes) -> torch.Tensor:
         """Bytes -> the model's normalised input tensor (C, H, W). Thread-safe."""
+        start = time.perf_counter()
         image = decode_image(data, self.limits, min_side=self.model.spec.input_side)
-        return self._transform(image)
+        pixels = self._transform(image)
+        if self._on_decode:
+            self._on_decode(time.perf_counter() - start)
+        return pixels
 
     def forward_batch(self, pixels: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
         """One forward pass: (scores, embeddings) as numpy arrays for a (B, C, H, W) batch."""
@@ -133,6 +146,7 @@ class InferenceEngine:
             if not live:
                 continue  # every caller gave up (cancelled) while queued
             stacked = torch.stack([pixels for pixels, _ in live])
+            start = time.perf_counter()
             try:
                 scores, embeddings = await loop.run_in_executor(
                     self._model_thread, self.forward_batch, stacked
@@ -142,6 +156,8 @@ class InferenceEngine:
                     if not answer.done():
                         answer.set_exception(error)
                 continue
+            if self._on_batch:
+                self._on_batch(len(live), time.perf_counter() - start)
             vocabulary = self.model.spec.vocabulary
             for row, (_, answer) in enumerate(live):
                 if not answer.done():

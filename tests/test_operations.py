@@ -1,0 +1,116 @@
+"""Operating the bot: /healthz and /metrics, and SIGTERM in the middle of a burst."""
+
+import asyncio
+import json
+import os
+import signal
+import socket
+import sqlite3
+import sys
+import urllib.request
+
+import pytest
+
+from tests.corpus import jpeg
+from tests.fake_telegram import TOKEN, FakeBotAPI
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+async def http_get(url: str) -> tuple[int, str]:
+    def fetch():
+        try:
+            with urllib.request.urlopen(url, timeout=10) as response:
+                return response.status, response.read().decode()
+        except urllib.error.HTTPError as error:
+            return error.code, error.read().decode()
+
+    return await asyncio.to_thread(fetch)
+
+
+@pytest.fixture
+async def telegram():
+    api = FakeBotAPI()
+    await api.start()
+    yield api
+    await api.stop()
+
+
+async def start_bot(telegram: FakeBotAPI, tiny_clip_files, db, *options: str):
+    config_path, weights_path = tiny_clip_files
+    env = {**os.environ, "TELEGRAM_BOT_TOKEN": TOKEN, "TELEGRAM_API_URL": telegram.url}
+    return await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "bot", "--model", config_path, "--pretrained", weights_path,
+        "--device", "cpu", "--db", str(db), *options,
+        env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+    )  # fmt: skip
+
+
+async def test_healthz_and_metrics(telegram, tiny_clip_files, tmp_path):
+    port = free_port()
+    bot = await start_bot(
+        telegram, tiny_clip_files, tmp_path / "bot.sqlite3", "--metrics-port", str(port)
+    )
+    try:
+        await telegram.wait_for("getUpdates", timeout=120)
+        status, body = await http_get(f"http://127.0.0.1:{port}/healthz")
+        assert status == 200, body
+        assert json.loads(body) == {
+            "healthy": True, "model": "loaded", "database": "writable", "telegram": "connected"
+        }  # fmt: skip
+        await telegram.send_message(telegram.message(1, photo=telegram.add_photo(jpeg())))
+        await telegram.wait_for("sendMessage")
+        status, metrics = await http_get(f"http://127.0.0.1:{port}/metrics")
+        assert status == 200
+        assert 'hashtag_photos_total{platform="telegram"} 1.0' in metrics
+        for stage in ("download", "decode", "inference", "reply"):
+            assert f'hashtag_stage_seconds_count{{stage="{stage}"}}' in metrics
+        assert "hashtag_batch_size_count 1.0" in metrics and "hashtag_engine_pending 0.0" in metrics
+    finally:
+        bot.send_signal(signal.SIGTERM)
+        await asyncio.wait_for(bot.communicate(), 60)
+    assert bot.returncode == 0
+
+
+async def test_sigterm_mid_burst_finishes_work_in_flight_and_loses_nothing(
+    telegram, tiny_clip_files, tmp_path
+):
+    db = tmp_path / "bot.sqlite3"
+    bot = await start_bot(telegram, tiny_clip_files, db)
+    await telegram.wait_for("getUpdates", timeout=120)
+    first = await telegram.send_message(telegram.message(1, photo=telegram.add_photo(jpeg(seed=0))))
+    (reply,) = await telegram.wait_for("sendMessage")
+    bot_message = telegram.result_of(reply)
+    # A burst: own hashtags on the first photo, and photos from eight people at once.
+    await telegram.send_message(
+        telegram.message(1, text="#keep #these", reply_to_message=bot_message)
+    )
+    for person in range(2, 10):
+        await telegram.send_message(
+            telegram.message(person, photo=telegram.add_photo(jpeg(seed=person)))
+        )
+    await telegram.wait_for("download", 3)  # burst photos are being worked on
+    bot.send_signal(signal.SIGTERM)
+    output, _ = await asyncio.wait_for(bot.communicate(), 60)
+    assert bot.returncode == 0, output.decode()
+    assert b"stopped cleanly" in output
+
+    sent = [telegram.result_of(call) for call in telegram.calls_to("sendMessage")]
+    acknowledged = [m for m in sent if m["text"].startswith("✅ Saved")]
+    suggestions = [m for m in sent if "reply_markup" in m]
+    with sqlite3.connect(db) as database:
+        assert database.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+        attached = {row for row in database.execute("SELECT chat_id, message_id FROM suggestions")}
+        saved = {tag for (tag,) in database.execute("SELECT tag FROM feedback")}
+    # Every photo the bot had started on was answered before it exited...
+    started = {call["file_id"] for call in telegram.calls_to("download")}
+    assert len(suggestions) == len(started) >= 3
+    # ...and every suggestion a person saw is on record, so reactions to it work after restart.
+    assert {(str(m["chat"]["id"]), str(m["message_id"])) for m in suggestions} <= attached
+    if acknowledged:  # every acknowledged "Saved" is stored
+        assert {"keep", "these"} <= saved
+    assert first["message_id"]
