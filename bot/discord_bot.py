@@ -206,12 +206,7 @@ class DiscordAdapter:
         action, _, argument = str(interaction.data.get("custom_id", "")).partition("|")
         user = _user(interaction.user)
         if action == "forget":
-            if argument != "yes":
-                text = messages.FORGET_CANCELLED
-            elif await self.service.forget(user):
-                text = messages.FORGOTTEN
-            else:
-                text = messages.NOTHING_TO_FORGET
+            text = await messages.answer_forget(self.service, user, argument == "yes")
             await interaction.response.edit_message(content=text, view=None)
             return
         if action not in ("toggle", "save"):

@@ -6,7 +6,14 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 
 from bot import metrics
-from bot.service import NotYourSuggestion, RateLimited, UnknownSuggestion, hashtag_text
+from bot.service import (
+    HashtagService,
+    NotYourSuggestion,
+    RateLimited,
+    UnknownSuggestion,
+    UserRef,
+    hashtag_text,
+)
 from bot.store import StoreUnavailable
 from inference.engine import EngineBusy
 from inference.images import FORMATS_FOR_PEOPLE, ImageRejected
@@ -100,3 +107,10 @@ def flip_label(label: str) -> str:
 def parse_tag_label(label: str) -> tuple[str, bool]:
     mark, _, tag = label.partition(" #")
     return tag, mark == TICKED
+
+
+async def answer_forget(service: HashtagService, user: UserRef, confirmed: bool) -> str:
+    """Carry out a /forget confirmation button and say what happened."""
+    if not confirmed:
+        return FORGET_CANCELLED
+    return FORGOTTEN if await service.forget(user) else NOTHING_TO_FORGET

@@ -179,12 +179,7 @@ class TelegramAdapter:
         user = _user(update)
         if action == "forget":
             await query.answer()
-            if argument != "yes":
-                text = messages.FORGET_CANCELLED
-            elif await self.service.forget(user):
-                text = messages.FORGOTTEN
-            else:
-                text = messages.NOTHING_TO_FORGET
+            text = await messages.answer_forget(self.service, user, argument == "yes")
             await _send(lambda: query.edit_message_text(text))
             return
         suggestion_id, _, index = argument.partition("|")

@@ -97,23 +97,7 @@ class FakeDiscord:
 
     def message(self, author_id: int, *, guild: bool = False, **content) -> dict:
         channel_id = CHANNEL_ID if guild else self.dm_channel(author_id)
-        message = {
-            "id": str(next(self._ids)),
-            "channel_id": str(channel_id),
-            "author": user(author_id),
-            "content": "",
-            "timestamp": _now(),
-            "edited_timestamp": None,
-            "tts": False,
-            "mention_everyone": False,
-            "mentions": [],
-            "mention_roles": [],
-            "attachments": [],
-            "embeds": [],
-            "pinned": False,
-            "type": 0,
-            **content,
-        }
+        message = self._message(str(channel_id), user(author_id), **content)
         if guild:
             message["guild_id"] = str(GUILD_ID)
             message["member"] = _member()
@@ -323,11 +307,21 @@ class FakeDiscord:
         return 404, {"message": "404: Not Found (fake)", "code": 10000}
 
     def _bot_message(self, channel_id: str, body: dict) -> dict:
+        return self._message(
+            channel_id,
+            BOT,
+            content=body.get("content") or "",
+            components=body.get("components") or [],
+            flags=body.get("flags", 0),
+        )
+
+    def _message(self, channel_id: str, author: dict, **fields) -> dict:
+        """A Discord message object with every field discord.py reads."""
         return {
             "id": str(next(self._ids)),
             "channel_id": channel_id,
-            "author": BOT,
-            "content": body.get("content") or "",
+            "author": author,
+            "content": "",
             "timestamp": _now(),
             "edited_timestamp": None,
             "tts": False,
@@ -338,8 +332,7 @@ class FakeDiscord:
             "embeds": [],
             "pinned": False,
             "type": 0,
-            "components": body.get("components") or [],
-            "flags": body.get("flags", 0),
+            **fields,
         }
 
     async def _attachment(self, request: web.Request) -> web.Response:
