@@ -29,7 +29,8 @@ def build_parser() -> argparse.ArgumentParser:
         prog="python -m finetune",
         description="Fine-tune CLIP + the hashtag head. Stage 1 trains the head on cached "
         "embeddings; --unfreeze-blocks adds stage 2 (LP-FT). Writes a checkpoint that "
-        "`python -m inference --checkpoint OUT` and the bot load directly.",
+        "`python -m inference --checkpoint OUT` and the bot load directly. "
+        "`python -m finetune export --checkpoint DIR` writes it as ONNX.",
     )
     parser.add_argument("--data", type=Path, required=True, help="HARRISON folder or manifest")
     parser.add_argument("--out", type=Path, required=True, help="checkpoint directory to write")
@@ -71,6 +72,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["export"]:
+        from finetune.export import main as export_main
+
+        return export_main(argv[1:])
     parser = build_parser()
     args = parser.parse_args(argv)
     check_model_arguments(parser, args)

@@ -1,0 +1,70 @@
+"""`python -m finetune export`: a checkpoint as one ONNX graph, for ONNX Runtime or Triton.
+
+The graph is the vision encoder and the hashtag head: pixels (batch, 3, H, W) in, `logits`
+(batch, hashtags) and the normalised `embedding` (batch, dim) out, with a dynamic batch axis.
+Everything a server needs besides the weights (vocabulary, thresholds, preprocessing) is in the
+model's metadata, as JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import onnx
+import torch
+
+from inference.loading import ModelLoadError, load_checkpoint
+
+ONNX_FILE = "model.onnx"
+OPSET = 17
+
+
+def export_onnx(checkpoint: Path, destination: Path | None = None) -> Path:
+    model = load_checkpoint(checkpoint).float().eval()
+    destination = destination or checkpoint / ONNX_FILE
+    side = model.spec.input_side
+    example = torch.zeros(2, 3, side, side)
+    batch = {0: "batch"}
+    torch.onnx.export(
+        model,
+        (example,),
+        str(destination),
+        input_names=["pixels"],
+        output_names=["logits", "embedding"],
+        dynamic_axes={"pixels": batch, "logits": batch, "embedding": batch},
+        opset_version=OPSET,
+        dynamo=False,  # the TorchScript exporter: no extra dependency, exact for these models
+    )
+    graph = onnx.load(str(destination))
+    spec = model.spec
+    for key, value in {
+        "vocabulary": spec.vocabulary,
+        "thresholds": spec.thresholds,
+        "preprocess": spec.preprocess,
+        "architecture": spec.architecture,
+        "provenance": spec.provenance,
+    }.items():
+        graph.metadata_props.add(key=key, value=json.dumps(value))
+    onnx.save(graph, str(destination))
+    return destination
+
+
+def main(argv: Sequence[str]) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m finetune export",
+        description="Export a checkpoint (vision encoder + hashtag head) as one ONNX graph.",
+    )
+    parser.add_argument("--checkpoint", type=Path, required=True, metavar="DIR")
+    parser.add_argument("--onnx", type=Path, metavar="OUT.onnx", help=f"default: DIR/{ONNX_FILE}")
+    args = parser.parse_args(argv)
+    try:
+        written = export_onnx(args.checkpoint, args.onnx)
+    except ModelLoadError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    print(f"wrote {written} (inputs: pixels [batch, 3, H, W]; outputs: logits, embedding)")
+    return 0
