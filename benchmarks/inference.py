@@ -61,6 +61,44 @@ def bare_forward_images_per_second(
     return done / (time.perf_counter() - start)
 
 
+def backend_comparison(folder: Path, photos: list[bytes], seconds: float = 6) -> dict:
+    """torch fp32 vs ONNX Runtime fp32 and int8: images/s at batch 1 and 32, and cosine of
+    each ONNX embedding to torch's on the same decoded photos."""
+    from benchmarks.finetune import random_vit_b_32
+    from finetune.export import export_onnx
+    from inference.loading import save_checkpoint
+    from inference.onnx_backend import load_onnx
+
+    checkpoint = folder / "vit-b-32-checkpoint"
+    torch_model = random_vit_b_32(torch.device("cpu")).eval()
+    save_checkpoint(torch_model, checkpoint)
+    export_onnx(checkpoint)
+    transform = torch_model.spec.image_transform()
+    pixels = torch.stack([transform(decode_image(p, ImageLimits(), 224)) for p in photos[:32]])
+    with torch.inference_mode():
+        reference = torch_model(pixels)[1]
+    results = {}
+    for name, model in (
+        ("torch_fp32", torch_model),
+        ("onnx_fp32", load_onnx(checkpoint)),
+        ("onnx_int8", load_onnx(checkpoint, int8=True)),
+    ):
+        rates = {}
+        for batch in (1, 32):
+            with torch.inference_mode():
+                model(pixels[:batch])  # warm-up
+                done, start = 0, time.perf_counter()
+                while time.perf_counter() - start < seconds:
+                    model(pixels[:batch])
+                    done += batch
+            rates[batch] = done / (time.perf_counter() - start)
+        with torch.inference_mode():
+            embedding = model(pixels)[1]
+        cosine = torch.nn.functional.cosine_similarity(embedding, reference, dim=1).min()
+        results[name] = {"batch_1": rates[1], "batch_32": rates[32], "min_cosine": float(cosine)}
+    return results
+
+
 def decode_ms(engine: InferenceEngine, photos: list[bytes], draft: bool) -> float:
     """Bytes -> 224 px model tensor, per image."""
     transform, limits = engine._transform, ImageLimits()
@@ -135,6 +173,7 @@ def main() -> None:
         full_ms = statistics.median(decode_ms(engine, photos[:32], False) for _ in range(3))
         cosine = draft_cosine(engine, photos[:16])
         end_to_end = asyncio.run(cli_images_per_second(engine, paths))
+        backends = backend_comparison(folder, photos)
 
     ratio = end_to_end / bare[32]
     print(
@@ -154,6 +193,14 @@ def main() -> None:
         f"whole CLI process on {args.images} photos: {whole_run:.1f} s, "
         f"peak RSS {peak_rss_mb:.0f} MB"
     )
+    base = backends["torch_fp32"]
+    for name, figures in backends.items():
+        print(
+            f"{name:<11} images/s: batch 1 {figures['batch_1']:.1f} "
+            f"({figures['batch_1'] / base['batch_1']:.2f}x torch), batch 32 "
+            f"{figures['batch_32']:.1f} ({figures['batch_32'] / base['batch_32']:.2f}x); "
+            f"min cosine to torch fp32 {figures['min_cosine']:.5f}"
+        )
     print(
         json.dumps(
             {
@@ -168,6 +215,10 @@ def main() -> None:
                 "startup_s_cached_head": round(warm, 2),
                 "cli_process_s": round(whole_run, 2),
                 "cli_peak_rss_mb": round(peak_rss_mb),
+                "backends": {
+                    name: {key: round(value, 5) for key, value in figures.items()}
+                    for name, figures in backends.items()
+                },
             }
         )
     )

@@ -21,7 +21,10 @@ from inference.loading import (
     prepare_for_inference,
 )
 from inference.model import HashtagModel
+from inference.onnx_backend import OnnxHashtagModel, load_onnx
 from inference.vocab import VocabularyError, load_vocabulary
+
+BACKENDS = ("torch", "onnx")
 
 # Everything that can go wrong while loading, each with a message that says what to do.
 MODEL_SETUP_ERRORS = (ModelLoadError, VocabularyError, DeviceUnavailable)
@@ -65,6 +68,17 @@ def add_model_arguments(parser: argparse.ArgumentParser, *, training: bool = Fal
         metavar="D",
         help="auto (CUDA when available), cpu, cuda or cuda:N (default auto)",
     )
+    if not training:
+        group.add_argument(
+            "--backend",
+            choices=BACKENDS,
+            default="torch",
+            help="torch, or onnx: ONNX Runtime on the CPU with the checkpoint's model.onnx "
+            "(from `python -m finetune export`)",
+        )
+        group.add_argument(
+            "--int8", action="store_true", help="with --backend onnx: int8 dynamic quantisation"
+        )
 
 
 def check_model_arguments(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
@@ -76,10 +90,21 @@ def check_model_arguments(parser: argparse.ArgumentParser, args: argparse.Namesp
         )
     if args.model and not args.pretrained:
         parser.error(f"--model {args.model} needs --pretrained (a tag or a weights file)")
+    backend = getattr(args, "backend", "torch")
+    if backend == "onnx" and not args.checkpoint:
+        parser.error("--backend onnx serves an exported checkpoint: give --checkpoint DIR")
+    if getattr(args, "int8", False) and backend != "onnx":
+        parser.error("--int8 applies to --backend onnx")
 
 
-def load_model_from_args(args: argparse.Namespace) -> tuple[HashtagModel, torch.device]:
+def load_model_from_args(
+    args: argparse.Namespace,
+) -> tuple[HashtagModel | OnnxHashtagModel, torch.device]:
     """The model the options describe, on its device. Raises one of MODEL_SETUP_ERRORS."""
+    if getattr(args, "backend", "torch") == "onnx":
+        if args.device not in ("auto", "cpu"):
+            raise DeviceUnavailable("--backend onnx runs on the CPU; drop --device")
+        return load_onnx(args.checkpoint, int8=args.int8), torch.device("cpu")
     device = resolve_device(args.device)
     if args.checkpoint:
         model = load_checkpoint(args.checkpoint)

@@ -9,7 +9,9 @@ import pytest
 import torch
 
 from finetune.cli import main
+from inference.cli import main as inference_main
 from inference.loading import save_checkpoint
+from tests.corpus import jpeg
 
 
 @pytest.fixture
@@ -44,3 +46,53 @@ def test_the_vocabulary_travels_in_the_metadata(tiny_model, checkpoint, tmp_path
 def test_a_missing_checkpoint_is_a_clear_error(tmp_path, capsys):
     assert main(["export", "--checkpoint", str(tmp_path)]) == 2
     assert "config.json is missing" in capsys.readouterr().err
+
+
+def top_tags(argv: list[str], capsys) -> list[list[str]]:
+    assert inference_main([*argv, "--json", "--top-k", "5"]) == 0
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    return [[h["tag"] for h in line["hashtags"]] for line in lines]
+
+
+def test_backend_onnx_serves_the_same_hashtags_as_torch(checkpoint, tmp_path, capsys):
+    assert main(["export", "--checkpoint", str(checkpoint)]) == 0
+    photos = []
+    for seed in range(4):
+        photos.append(tmp_path / f"p{seed}.jpg")
+        photos[-1].write_bytes(jpeg(seed=seed))
+    capsys.readouterr()
+    model = ["--checkpoint", str(checkpoint), *map(str, photos)]
+    torch_tags = top_tags([*model, "--device", "cpu"], capsys)
+    assert top_tags([*model, "--backend", "onnx"], capsys) == torch_tags
+    int8_tags = top_tags([*model, "--backend", "onnx", "--int8"], capsys)
+    assert [tags[0] for tags in int8_tags] == [tags[0] for tags in torch_tags]
+    assert list(checkpoint.glob("model.int8.*.onnx"))  # quantised once, kept for next time
+
+
+def test_int8_stays_close_to_fp32(checkpoint):
+    from inference.onnx_backend import load_onnx
+
+    assert main(["export", "--checkpoint", str(checkpoint)]) == 0
+    pixels = torch.randn(8, 3, 32, 32)
+    _, fp32 = load_onnx(checkpoint)(pixels)
+    _, int8 = load_onnx(checkpoint, int8=True)(pixels)
+    cosine = torch.nn.functional.cosine_similarity(fp32, int8, dim=1)
+    assert cosine.min() > 0.99, cosine
+
+
+@pytest.mark.parametrize(
+    ("argv", "says"),
+    [
+        (["--backend", "onnx"], "give --checkpoint"),
+        (["--int8"], "--int8 applies to --backend onnx"),
+    ],
+)
+def test_backend_usage_errors(argv, says, capsys):
+    with pytest.raises(SystemExit) as caught:
+        inference_main([*argv, "photo.jpg"])
+    assert caught.value.code == 2 and says in capsys.readouterr().err
+
+
+def test_a_checkpoint_without_its_onnx_graph_says_how_to_make_one(checkpoint, capsys):
+    assert inference_main(["--checkpoint", str(checkpoint), "--backend", "onnx", "x.jpg"]) == 2
+    assert "python -m finetune export" in capsys.readouterr().err

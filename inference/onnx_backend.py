@@ -1,0 +1,73 @@
+"""Serving an exported checkpoint with ONNX Runtime (`--backend onnx`, optionally `--int8`).
+
+`OnnxHashtagModel` stands in for HashtagModel wherever the engine uses one: it has the same
+`spec` and the same call (pixels in, logits and embedding out, as torch tensors), so batching,
+decoding and everything above them are shared with the torch backend.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import onnxruntime
+import torch
+
+from inference.loading import CONFIG_FILE, ModelLoadError
+from inference.model import ModelSpec
+from inference.zeroshot import default_cache_dir
+
+log = logging.getLogger(__name__)
+
+ONNX_FILE, INT8_FILE = "model.onnx", "model.int8.onnx"  # the int8 name gets a version stamp
+
+
+class OnnxHashtagModel:
+    def __init__(self, session: onnxruntime.InferenceSession, spec: ModelSpec):
+        self.session, self.spec = session, spec
+
+    def __call__(self, pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        logits, embedding = self.session.run(None, {"pixels": pixels.float().cpu().numpy()})
+        return torch.from_numpy(logits), torch.from_numpy(embedding)
+
+
+def load_onnx(checkpoint: Path, int8: bool = False) -> OnnxHashtagModel:
+    """The checkpoint's `model.onnx` (written by `python -m finetune export`).
+
+    `int8`: ONNX Runtime's dynamic quantisation of the weights, made once and kept next to
+    the graph (or in the cache folder when the checkpoint is read-only).
+    """
+    checkpoint = Path(checkpoint)
+    graph = checkpoint / ONNX_FILE
+    if not graph.is_file():
+        raise ModelLoadError(
+            f"{graph} is missing: run `python -m finetune export --checkpoint {checkpoint}` "
+            "first, or use --backend torch"
+        )
+    if int8:
+        graph = _quantized(graph)
+    options = onnxruntime.SessionOptions()
+    options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
+    session = onnxruntime.InferenceSession(str(graph), options, providers=["CPUExecutionProvider"])
+    return OnnxHashtagModel(session, ModelSpec.from_file(checkpoint / CONFIG_FILE))
+
+
+def _quantized(graph: Path) -> Path:
+    """Next to the graph, or in the cache folder when the checkpoint is read-only."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    stamp = f"{graph.stat().st_size}-{graph.stat().st_mtime_ns}"
+    for folder in (graph.parent, default_cache_dir() / "onnx" / graph.parent.name):
+        quantized = folder / INT8_FILE.replace(".onnx", f".{stamp}.onnx")
+        if quantized.is_file():
+            return quantized
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            log.info("quantising %s to int8 (once) into %s", graph, folder)
+            partial = quantized.with_suffix(".tmp")
+            quantize_dynamic(str(graph), str(partial), weight_type=QuantType.QInt8)
+            partial.replace(quantized)
+            return quantized
+        except OSError as error:
+            log.info("cannot write the int8 graph into %s (%s)", folder, error)
+    raise ModelLoadError(f"no writable place for the int8 version of {graph}")
