@@ -25,6 +25,7 @@ from bot.schema import SchemaTooNew
 from bot.service import HashtagService
 from bot.store import Store
 from inference.engine import InferenceEngine
+from inference.onnx_backend import OnnxHashtagModel
 from inference.options import (
     MODEL_SETUP_ERRORS,
     add_model_arguments,
@@ -151,7 +152,7 @@ async def _run(args: argparse.Namespace, tokens: Tokens, channels: list[int]) ->
     try:
         async with engine:
             service = HashtagService(
-                engine, store, model_version=_model_version(args), top_k=args.top_k
+                engine, store, model_version=_model_version(args, model), top_k=args.top_k
             )
             if args.console:
                 await run_console(service)
@@ -230,9 +231,11 @@ async def _discord(service, token: str, guild: int | None, channels: list[int], 
         await asyncio.gather(running, return_exceptions=True)
 
 
-def _model_version(args: argparse.Namespace) -> str:
+def _model_version(args: argparse.Namespace, model) -> str:
+    """Stored with every suggestion, so feedback can be traced to the model that earned it."""
     if args.checkpoint:
-        return f"checkpoint:{Path(args.checkpoint).resolve().name}"
-    return (
-        f"zero-shot:{args.model or 'ViT-B-32'}:{Path(args.pretrained or 'laion2b_s34b_b79k').name}"
-    )
+        backend = ":onnx" if isinstance(model, OnnxHashtagModel) else ""
+        backend += ":int8" if args.int8 else ""
+        return f"checkpoint:{Path(args.checkpoint).resolve().name}{backend}"
+    weights = Path(args.pretrained or "laion2b_s34b_b79k").name
+    return f"zero-shot:{args.model or 'ViT-B-32'}:{weights}"

@@ -62,7 +62,7 @@ def test_backend_onnx_serves_the_same_hashtags_as_torch(checkpoint, tmp_path, ca
         photos[-1].write_bytes(jpeg(seed=seed))
     capsys.readouterr()
     model = ["--checkpoint", str(checkpoint), *map(str, photos)]
-    torch_tags = top_tags([*model, "--device", "cpu"], capsys)
+    torch_tags = top_tags([*model, "--device", "cpu", "--backend", "torch"], capsys)
     assert top_tags([*model, "--backend", "onnx"], capsys) == torch_tags
     int8_tags = top_tags([*model, "--backend", "onnx", "--int8"], capsys)
     assert [tags[0] for tags in int8_tags] == [tags[0] for tags in torch_tags]
@@ -96,3 +96,17 @@ def test_backend_usage_errors(argv, says, capsys):
 def test_a_checkpoint_without_its_onnx_graph_says_how_to_make_one(checkpoint, capsys):
     assert inference_main(["--checkpoint", str(checkpoint), "--backend", "onnx", "x.jpg"]) == 2
     assert "python -m finetune export" in capsys.readouterr().err
+
+
+def test_auto_prefers_onnx_on_a_cpu_once_the_checkpoint_is_exported(checkpoint):
+    from argparse import Namespace
+
+    from inference.options import chosen_backend
+
+    args = Namespace(backend="auto", checkpoint=checkpoint)
+    cpu = torch.device("cpu")
+    assert chosen_backend(args, cpu) == "torch"  # nothing exported yet
+    assert main(["export", "--checkpoint", str(checkpoint)]) == 0
+    assert chosen_backend(args, cpu) == "onnx"
+    assert chosen_backend(args, torch.device("cuda")) == "torch"  # GPUs keep torch (fp16)
+    assert chosen_backend(Namespace(backend="torch", checkpoint=checkpoint), cpu) == "torch"
