@@ -68,7 +68,7 @@ def build_parser() -> argparse.ArgumentParser:
     operations.add_argument(
         "--metrics-port",
         type=int,
-        default=_env_int("METRICS_PORT"),
+        default=os.environ.get("METRICS_PORT"),  # argparse checks env values like flags
         metavar="PORT",
         help="serve /healthz and Prometheus /metrics on this port (default off; $METRICS_PORT)",
     )
@@ -80,7 +80,7 @@ def build_parser() -> argparse.ArgumentParser:
     operations.add_argument(
         "--shutdown-timeout",
         type=float,
-        default=20 if _env_int("SHUTDOWN_TIMEOUT") is None else _env_int("SHUTDOWN_TIMEOUT"),
+        default=os.environ.get("SHUTDOWN_TIMEOUT", "20"),
         metavar="SECONDS",
         help="on SIGTERM, how long to wait for photos in flight (default 20)",
     )
@@ -102,15 +102,6 @@ def build_parser() -> argparse.ArgumentParser:
         "--discord-sharded", action="store_true", help="AutoShardedClient, for large bots"
     )
     return parser
-
-
-def _env_int(name: str) -> int | None:
-    value = os.environ.get(name, "").strip()
-    if not value:
-        return None
-    if not value.isdigit():
-        raise SystemExit(f"error: ${name} must be a whole number, not {value!r}")
-    return int(value)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -114,3 +114,13 @@ async def test_sigterm_mid_burst_finishes_work_in_flight_and_loses_nothing(
     if acknowledged:  # every acknowledged "Saved" is stored
         assert {"keep", "these"} <= saved
     assert first["message_id"]
+
+
+async def test_bad_settings_stop_the_bot_before_anything_loads():
+    env = {**os.environ, "TELEGRAM_BOT_TOKEN": TOKEN, "METRICS_PORT": "nine-thousand"}
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "bot", env=env, stderr=asyncio.subprocess.PIPE
+    )
+    _, err = await asyncio.wait_for(process.communicate(), 60)
+    assert process.returncode == 2
+    assert b"--metrics-port: invalid int value: 'nine-thousand'" in err
