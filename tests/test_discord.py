@@ -2,9 +2,7 @@
 
 import asyncio
 import contextlib
-import os
 import signal
-import sys
 
 import discord
 import pytest
@@ -16,6 +14,7 @@ from bot.service import HashtagService, UserRef
 from bot.store import Store
 from bot.telegram_bot import ALLOWED_UPDATES, build_application
 from inference.engine import InferenceEngine
+from tests.bot_process import start_bot
 from tests.corpus import jpeg
 from tests.fake_discord import BOT, BOT_ID, CHANNEL_ID, GUILD_ID, TOKEN, FakeDiscord
 from tests.fake_telegram import TOKEN as TELEGRAM_TOKEN
@@ -288,9 +287,7 @@ async def test_python_dash_m_bot_serves_both_platforms_in_one_process(
 ):
     telegram = FakeBotAPI()
     await telegram.start()
-    config_path, weights_path = tiny_clip_files
     env = {
-        **os.environ,
         "LOG_LEVEL": "DEBUG",
         "TELEGRAM_BOT_TOKEN": TELEGRAM_TOKEN,
         "TELEGRAM_API_URL": telegram.url,
@@ -298,11 +295,7 @@ async def test_python_dash_m_bot_serves_both_platforms_in_one_process(
         "DISCORD_API_URL": fake.api_url,
         "DISCORD_GATEWAY_URL": fake.gateway_url,
     }
-    process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "bot", "--model", config_path, "--pretrained", weights_path,
-        "--device", "cpu", "--db", str(tmp_path / "bot.sqlite3"),
-        env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
-    )  # fmt: skip
+    process = await start_bot(tiny_clip_files, tmp_path / "bot.sqlite3", env)
     try:
         await asyncio.wait_for(fake.ready.wait(), 120)
         await telegram.wait_for("getUpdates", timeout=120)

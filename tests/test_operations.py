@@ -11,6 +11,7 @@ import urllib.request
 
 import pytest
 
+from tests.bot_process import start_bot
 from tests.corpus import jpeg
 from tests.fake_telegram import TOKEN, FakeBotAPI
 
@@ -40,19 +41,14 @@ async def telegram():
     await api.stop()
 
 
-async def start_bot(telegram: FakeBotAPI, tiny_clip_files, db, *options: str):
-    config_path, weights_path = tiny_clip_files
-    env = {**os.environ, "TELEGRAM_BOT_TOKEN": TOKEN, "TELEGRAM_API_URL": telegram.url}
-    return await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "bot", "--model", config_path, "--pretrained", weights_path,
-        "--device", "cpu", "--db", str(db), *options,
-        env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
-    )  # fmt: skip
+def start_telegram_bot(telegram: FakeBotAPI, tiny_clip_files, db, *options: str):
+    env = {"TELEGRAM_BOT_TOKEN": TOKEN, "TELEGRAM_API_URL": telegram.url}
+    return start_bot(tiny_clip_files, db, env, *options)
 
 
 async def test_healthz_and_metrics(telegram, tiny_clip_files, tmp_path):
     port = free_port()
-    bot = await start_bot(
+    bot = await start_telegram_bot(
         telegram, tiny_clip_files, tmp_path / "bot.sqlite3", "--metrics-port", str(port)
     )
     try:
@@ -80,7 +76,7 @@ async def test_sigterm_mid_burst_finishes_work_in_flight_and_loses_nothing(
     telegram, tiny_clip_files, tmp_path
 ):
     db = tmp_path / "bot.sqlite3"
-    bot = await start_bot(telegram, tiny_clip_files, db)
+    bot = await start_telegram_bot(telegram, tiny_clip_files, db)
     await telegram.wait_for("getUpdates", timeout=120)
     first = await telegram.send_message(telegram.message(1, photo=telegram.add_photo(jpeg(seed=0))))
     (reply,) = await telegram.wait_for("sendMessage")

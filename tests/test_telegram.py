@@ -14,6 +14,7 @@ from bot.service import HashtagService, UserRef
 from bot.store import Store
 from bot.telegram_bot import ALLOWED_UPDATES, build_application, smallest_photo_at_least
 from inference.engine import InferenceEngine
+from tests.bot_process import start_bot
 from tests.corpus import jpeg
 from tests.fake_telegram import TOKEN, FakeBotAPI
 
@@ -243,18 +244,8 @@ def test_smallest_sufficient_photo_size_is_chosen():
 async def test_python_dash_m_bot_runs_stops_on_sigterm_and_never_logs_the_token(
     fake, tiny_clip_files, tmp_path
 ):
-    config_path, weights_path = tiny_clip_files
-    env = {
-        **os.environ,
-        "TELEGRAM_BOT_TOKEN": TOKEN,
-        "TELEGRAM_API_URL": fake.url,
-        "LOG_LEVEL": "DEBUG",
-    }
-    process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "bot", "--model", config_path, "--pretrained", weights_path,
-        "--device", "cpu", "--db", str(tmp_path / "bot.sqlite3"),
-        env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
-    )  # fmt: skip
+    env = {"TELEGRAM_BOT_TOKEN": TOKEN, "TELEGRAM_API_URL": fake.url, "LOG_LEVEL": "DEBUG"}
+    process = await start_bot(tiny_clip_files, tmp_path / "bot.sqlite3", env)
     try:
         await fake.wait_for("getUpdates", timeout=120)
         reply = await send_photo(fake)
