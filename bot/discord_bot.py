@@ -21,13 +21,21 @@ from discord import app_commands
 
 from bot import messages, metrics
 from bot.messages import explained
-from bot.service import HashtagService, NotYourSuggestion, UnknownSuggestion, UserRef, tracked
+from bot.service import (
+    REACTION_VERDICTS,
+    THUMBS_UP,
+    HashtagService,
+    NotYourSuggestion,
+    UnknownSuggestion,
+    UserRef,
+    tracked,
+)
 from inference.images import ImageRejected, check_file_size
 
 log = logging.getLogger(__name__)
 
 PLATFORM = "discord"
-THUMBS_UP, THUMBS_DOWN, NOTED = "👍", "👎", "👌"
+NOTED = "👌"
 IMAGE_EXTENSIONS = (
     ".jpg",
     ".jpeg",
@@ -251,22 +259,18 @@ class DiscordAdapter:
         Someone else's reaction on a person's suggestion is ignored: it writes nothing.
         """
         emoji = str(payload.emoji)
-        if payload.user_id == self.client.user.id or emoji not in (THUMBS_UP, THUMBS_DOWN):
+        if payload.user_id == self.client.user.id or emoji not in REACTION_VERDICTS:
             return
         user = UserRef(PLATFORM, str(payload.user_id))
-        verdict = 1 if emoji == THUMBS_UP else -1
         try:
             suggestion = await self.service.find_by_reply(
                 PLATFORM, str(payload.channel_id), str(payload.message_id)
             )
-            if not added:
-                await self.service.undo(user, suggestion.id, "reaction", verdict)
-                return
-            if verdict > 0:
-                await self.service.accept(user, suggestion.id, source="reaction")
-            else:
-                await self.service.reject(user, suggestion.id, source="reaction")
+            changed = {"added": [emoji]} if added else {"removed": [emoji]}
+            await self.service.react(user, suggestion.id, **changed)
         except (NotYourSuggestion, UnknownSuggestion):
+            return
+        if not added:
             return
         # Acknowledged only after the write committed.
         channel = self.client.get_partial_messageable(payload.channel_id)

@@ -13,7 +13,7 @@ import functools
 import re
 import time
 from collections import Counter, OrderedDict
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Iterable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -27,6 +27,9 @@ from inference.images import ImageRejected
 from inference.vocab import normalize_hashtag
 
 MAX_TAG_LENGTH = 64
+THUMBS_UP, THUMBS_DOWN = "👍", "👎"
+# What a reaction on a suggestion means; 👍 first, so it wins if both arrive at once.
+REACTION_VERDICTS = {THUMBS_UP: VERDICT_ACCEPT, THUMBS_DOWN: VERDICT_REJECT}
 TRENDING_WINDOW_DAYS = 7
 
 
@@ -234,6 +237,23 @@ class HashtagService:
         self._profiles.pop(user_id, None)
         metrics.FEEDBACK.labels(f"{source}_undo").inc()
         return removed
+
+    async def react(
+        self,
+        user: UserRef,
+        suggestion_id: int,
+        added: Iterable[str] = (),
+        removed: Iterable[str] = (),
+    ) -> None:
+        """Reactions on a suggestion: 👍 saves every shown tag, 👎 rejects them, removing one
+        undoes what it said. Other emoji mean nothing."""
+        removed, added = set(removed), set(added)
+        for emoji, verdict in REACTION_VERDICTS.items():
+            if emoji in removed:
+                await self.undo(user, suggestion_id, "reaction", verdict)
+        verdict = next((v for e, v in REACTION_VERDICTS.items() if e in added), None)
+        if verdict is not None:
+            await self._judge(user, suggestion_id, None, verdict, "reaction")
 
     async def _judge(
         self, user: UserRef, suggestion_id: int, tags: list[str] | None, verdict: int, source: str

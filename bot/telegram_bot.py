@@ -37,7 +37,15 @@ from telegram.ext import (
 
 from bot import messages, metrics
 from bot.messages import explained
-from bot.service import HashtagService, NotYourSuggestion, UnknownSuggestion, UserRef, tracked
+from bot.service import (
+    REACTION_VERDICTS,
+    THUMBS_UP,
+    HashtagService,
+    NotYourSuggestion,
+    UnknownSuggestion,
+    UserRef,
+    tracked,
+)
 from inference.images import ImageRejected, check_file_size
 
 log = logging.getLogger(__name__)
@@ -46,7 +54,7 @@ T = TypeVar("T")
 PLATFORM = "telegram"
 ALLOWED_UPDATES = ["message", "callback_query", "message_reaction"]
 ALBUM_WAIT_SECONDS = 1.0  # an album arrives as separate updates, close together
-THUMBS_UP, THUMBS_DOWN, NOTED = "👍", "👎", "👌"
+NOTED = "👌"
 SEND_RETRIES = 3
 
 
@@ -220,15 +228,9 @@ class TelegramAdapter:
             )
 
         async with explained(notice):
-            for emoji, verdict in ((THUMBS_UP, 1), (THUMBS_DOWN, -1)):
-                if emoji in old - new:
-                    await self.service.undo(user, suggestion.id, "reaction", verdict)
-            if THUMBS_UP in new - old:
-                await self.service.accept(user, suggestion.id, source="reaction")
-            elif THUMBS_DOWN in new - old:
-                await self.service.reject(user, suggestion.id, source="reaction")
+            await self.service.react(user, suggestion.id, added=new - old, removed=old - new)
             # The bot's own 👌 on its reply says "stored"; it goes away with an undo.
-            saved = bool({THUMBS_UP, THUMBS_DOWN} & new)
+            saved = bool(REACTION_VERDICTS.keys() & new)
             await _send(
                 lambda: context.bot.set_message_reaction(
                     chat_id, message_id, NOTED if saved else None
