@@ -26,6 +26,7 @@ from finetune.metrics import mean_average_precision, ranking_metrics
 from finetune.split import Split, random_split
 from finetune.training import (
     TrainOptions,
+    encoder_scores,
     finetune_encoder,
     head_scores,
     train_linear_probe,
@@ -117,10 +118,8 @@ def run(dataset: Dataset, options: RunOptions) -> dict:
     blend = {"stage": "head", "weight": head_weight, "validation_map": head_curve}
 
     if options.unfreeze_blocks != 0:
-        blend = _stage_two(model, zero_shot_state, parts, options)
-        val_scores, test_scores = (
-            _embed_and_score(model, part, train) for part in (val_part, test_part)
-        )
+        blend, val_scores = _stage_two(model, zero_shot_state, parts, options)
+        test_scores, _ = encoder_scores(model, test_part.paths, train, "testing")
     else:
         val_scores = head_scores(model.head, val_part.embeddings)
         test_scores = head_scores(model.head, test_part.embeddings)
@@ -243,7 +242,8 @@ def _choose_head_blend(model: HashtagModel, probed: nn.Linear, val_part: _Part):
 
 def _stage_two(
     model: HashtagModel, zero_shot_state: dict, parts: dict, options: RunOptions
-) -> dict:
+) -> tuple[dict, np.ndarray]:
+    """LP-FT, then the WiSE-FT blend; returns the blend report and its validation scores."""
     train, val = parts["train"], parts["val"]
     resume_path = options.out / RESUME_FILE
     resume_state = None
@@ -268,20 +268,16 @@ def _stage_two(
     )
     tuned_state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
 
+    val_scores: dict[float, np.ndarray] = {}  # kept: the chosen weight's feed the thresholds
+
     def validation_map(weight: float) -> float:
         model.load_state_dict(blend_states(zero_shot_state, tuned_state, weight))
-        return mean_average_precision(_embed_and_score(model, val, options.train), val.truth)
+        val_scores[weight], _ = encoder_scores(model, val.paths, options.train, "validating")
+        return mean_average_precision(val_scores[weight], val.truth)
 
     weight, curve = choose_blend(validation_map, ENCODER_BLEND_WEIGHTS)
     model.load_state_dict(blend_states(zero_shot_state, tuned_state, weight))
-    return {"stage": "encoder", "weight": weight, "validation_map": curve}
-
-
-def _embed_and_score(model: HashtagModel, part: _Part, train: TrainOptions) -> np.ndarray:
-    embeddings, _ = embed_images(
-        model, part.paths, batch_size=train.batch_size, workers=train.workers
-    )
-    return head_scores(model.head, embeddings)
+    return {"stage": "encoder", "weight": weight, "validation_map": curve}, val_scores[weight]
 
 
 def _sigmoid(logits: np.ndarray) -> np.ndarray:

@@ -223,16 +223,24 @@ def finetune_encoder(
     return model.eval().requires_grad_(False)
 
 
-def _encoder_val_map(model: HashtagModel, paths, val_y: np.ndarray, options: TrainOptions) -> float:
+def encoder_scores(
+    model: HashtagModel, paths, options: TrainOptions, description: str = "scoring"
+) -> tuple[np.ndarray, np.ndarray]:
+    """(head logits, readable) for images, embedded by the model's current encoder."""
     model.eval()
     embeddings, readable = embed_images(
         model,
         paths,
         batch_size=options.batch_size,
         workers=options.workers,
-        description="validating",
+        description=description,
     )
-    return mean_average_precision(head_scores(model.head, embeddings[readable]), val_y[readable])
+    return head_scores(model.head, embeddings), readable
+
+
+def _encoder_val_map(model: HashtagModel, paths, val_y: np.ndarray, options: TrainOptions) -> float:
+    scores, readable = encoder_scores(model, paths, options, "validating")
+    return mean_average_precision(scores[readable], val_y[readable])
 
 
 def _cpu_copy(state: dict) -> dict:
