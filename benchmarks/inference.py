@@ -101,7 +101,7 @@ def backend_comparison(folder: Path, photos: list[bytes], seconds: float = 6) ->
 
 def decode_ms(engine: InferenceEngine, photos: list[bytes], draft: bool) -> float:
     """Bytes -> 224 px model tensor, per image."""
-    transform, limits = engine._transform, ImageLimits()
+    transform, limits = engine.model.spec.image_transform(), ImageLimits()
     min_side = engine.model.spec.input_side if draft else None
     start = time.perf_counter()
     for data in photos:
@@ -110,7 +110,7 @@ def decode_ms(engine: InferenceEngine, photos: list[bytes], draft: bool) -> floa
 
 
 def draft_cosine(engine: InferenceEngine, photos: list[bytes]) -> float:
-    transform, limits = engine._transform, ImageLimits()
+    transform, limits = engine.model.spec.image_transform(), ImageLimits()
     values = []
     for data in photos:
         a = transform(decode_image(data, limits, min_side=224)).flatten()

@@ -4,6 +4,10 @@ Each `await engine.predict(data)` decodes its image on a small thread pool (Pill
 release the GIL, so decoding overlaps the model), then joins a queue. One batcher task takes
 whatever is queued (up to `max_batch_size`, waiting at most `max_wait_ms` for company) and runs
 one forward pass on a dedicated thread, so the event loop never blocks on the model.
+
+`swap_model` serves a new model from the next batch on. Each request remembers the model it was
+decoded for and is answered by that one, so photos in flight finish on the old head while new
+ones go to the new head; the swap itself is one assignment, so serving does not pause.
 """
 
 from __future__ import annotations
@@ -33,6 +37,8 @@ class Prediction:
     scores: np.ndarray  # sigmoid score per vocabulary hashtag, float32
     embedding: np.ndarray  # L2-normalised image embedding, float16: compact enough to store
     vocabulary: Sequence[str]
+    model_version: str = ""  # which head made the scores
+    encoder: str = ""  # which image encoder made the embedding (encoder_fingerprint)
 
     def top(self, k: int) -> list[tuple[str, float]]:
         """The k best hashtags with their scores, best first."""
@@ -40,7 +46,17 @@ class Prediction:
         return [(self.vocabulary[i], float(self.scores[i])) for i in order]
 
 
-_Request = tuple[torch.Tensor, asyncio.Future[Prediction]]
+@dataclass(frozen=True)
+class ServedModel:
+    """A model with what the engine needs to know about it, swapped in as one piece."""
+
+    model: HashtagModel  # or anything with its call and `spec` (OnnxHashtagModel)
+    version: str
+    encoder: str
+    transform: Callable
+
+
+_Request = tuple[torch.Tensor, ServedModel, asyncio.Future[Prediction]]
 
 
 class InferenceEngine:
@@ -51,6 +67,7 @@ class InferenceEngine:
         model: HashtagModel,
         device: torch.device,
         *,
+        version: str = "",
         max_batch_size: int = 32,
         max_wait_ms: float = 5.0,
         max_pending: int = 256,
@@ -59,15 +76,17 @@ class InferenceEngine:
         on_decode: Callable[[float], None] | None = None,
         on_batch: Callable[[int, float], None] | None = None,
     ):
-        """`on_decode(seconds)` and `on_batch(size, seconds)` let a caller record metrics."""
-        self.model = model
+        """`version` names the model in every Prediction (and so in every stored suggestion).
+
+        `on_decode(seconds)` and `on_batch(size, seconds)` let a caller record metrics.
+        """
         self.device = device
         self.dtype = inference_dtype(device)
         self.max_batch_size = max_batch_size
         self.max_wait = max_wait_ms / 1000
         self.max_pending = max_pending
         self.limits = limits or ImageLimits()
-        self._transform = model.spec.image_transform()
+        self._served = self._describe(model, version)
         self._decode_pool = ThreadPoolExecutor(decode_threads, thread_name_prefix="decode")
         self._model_thread = ThreadPoolExecutor(1, thread_name_prefix="model")
         self._queue: asyncio.Queue[_Request] = asyncio.Queue()
@@ -91,6 +110,26 @@ class InferenceEngine:
         self._model_thread.shutdown(wait=True, cancel_futures=True)
 
     @property
+    def model(self) -> HashtagModel:
+        """The model new requests go to."""
+        return self._served.model
+
+    @property
+    def model_version(self) -> str:
+        return self._served.version
+
+    def swap_model(self, model: HashtagModel, version: str) -> None:
+        """Serve `model` from now on; requests already decoding or queued finish on the old one.
+
+        Call it from the event loop's thread, with a model already on this engine's device.
+        """
+        self._served = self._describe(model, version)
+
+    @staticmethod
+    def _describe(model: HashtagModel, version: str) -> ServedModel:
+        return ServedModel(model, version, model.encoder_id, model.spec.image_transform())
+
+    @property
     def running(self) -> bool:
         return self._batcher is not None and not self._batcher.done()
 
@@ -109,28 +148,35 @@ class InferenceEngine:
         if self._pending >= self.max_pending:
             raise EngineBusy(f"{self._pending} images are already waiting; try again in a moment")
         self._pending += 1
+        served = self._served
         try:
             loop = asyncio.get_running_loop()
-            pixels = await loop.run_in_executor(self._decode_pool, self.preprocess, data)
+            pixels = await loop.run_in_executor(self._decode_pool, self._preprocess, data, served)
             answer: asyncio.Future[Prediction] = loop.create_future()
-            self._queue.put_nowait((pixels, answer))
+            self._queue.put_nowait((pixels, served, answer))
             return await answer
         finally:
             self._pending -= 1
 
     def preprocess(self, data: bytes) -> torch.Tensor:
-        """Bytes -> the model's normalised input tensor (C, H, W). Thread-safe."""
+        """Bytes -> the current model's normalised input tensor (C, H, W). Thread-safe."""
+        return self._preprocess(data, self._served)
+
+    def _preprocess(self, data: bytes, served: ServedModel) -> torch.Tensor:
         start = time.perf_counter()
-        image = decode_image(data, self.limits, min_side=self.model.spec.input_side)
-        pixels = self._transform(image)
+        image = decode_image(data, self.limits, min_side=served.model.spec.input_side)
+        pixels = served.transform(image)
         if self._on_decode:
             self._on_decode(time.perf_counter() - start)
         return pixels
 
-    def forward_batch(self, pixels: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+    def forward_batch(
+        self, pixels: torch.Tensor, model: HashtagModel | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
         """One forward pass: (scores, embeddings) as numpy arrays for a (B, C, H, W) batch."""
+        model = model or self.model
         with torch.inference_mode():
-            logits, embeddings = self.model(pixels.to(self.device, self.dtype, non_blocking=True))
+            logits, embeddings = model(pixels.to(self.device, self.dtype, non_blocking=True))
             scores = torch.sigmoid(logits.float()).cpu().numpy()
             return scores, embeddings.to(torch.float16).cpu().numpy()
 
@@ -142,26 +188,37 @@ class InferenceEngine:
             if len(batch) < self.max_batch_size and self.max_wait > 0:
                 await asyncio.sleep(self.max_wait)  # let concurrent requests join this batch
                 self._take_queued(batch)
-            live = [(pixels, answer) for pixels, answer in batch if not answer.done()]
-            if not live:
-                continue  # every caller gave up (cancelled) while queued
-            stacked = torch.stack([pixels for pixels, _ in live])
-            start = time.perf_counter()
-            try:
-                scores, embeddings = await loop.run_in_executor(
-                    self._model_thread, self.forward_batch, stacked
-                )
-            except Exception as error:  # e.g. CUDA out of memory: fail this batch, not the engine
-                for _, answer in live:
-                    if not answer.done():
-                        answer.set_exception(error)
-                continue
-            if self._on_batch:
-                self._on_batch(len(live), time.perf_counter() - start)
-            vocabulary = self.model.spec.vocabulary
-            for row, (_, answer) in enumerate(live):
+            live = [request for request in batch if not request[2].done()]
+            # Usually one group; two only in the batch that straddles a swap.
+            groups: dict[int, list[_Request]] = {}
+            for request in live:
+                groups.setdefault(id(request[1]), []).append(request)
+            for group in groups.values():
+                await self._answer(loop, group)
+
+    async def _answer(self, loop: asyncio.AbstractEventLoop, group: list[_Request]) -> None:
+        served = group[0][1]
+        stacked = torch.stack([pixels for pixels, _, _ in group])
+        start = time.perf_counter()
+        try:
+            scores, embeddings = await loop.run_in_executor(
+                self._model_thread, self.forward_batch, stacked, served.model
+            )
+        except Exception as error:  # e.g. CUDA out of memory: fail this batch, not the engine
+            for _, _, answer in group:
                 if not answer.done():
-                    answer.set_result(Prediction(scores[row], embeddings[row], vocabulary))
+                    answer.set_exception(error)
+            return
+        if self._on_batch:
+            self._on_batch(len(group), time.perf_counter() - start)
+        vocabulary = served.model.spec.vocabulary
+        for row, (_, _, answer) in enumerate(group):
+            if not answer.done():
+                answer.set_result(
+                    Prediction(
+                        scores[row], embeddings[row], vocabulary, served.version, served.encoder
+                    )
+                )
 
     def _take_queued(self, batch: list[_Request]) -> None:
         while len(batch) < self.max_batch_size and not self._queue.empty():

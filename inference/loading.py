@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 from collections.abc import Sequence
@@ -102,13 +103,32 @@ def _pretrained_advice(name: str, pretrained: str, error: Exception) -> str:
 
 
 def save_checkpoint(model: HashtagModel, directory: Path) -> None:
-    """Write config.json + model.safetensors, the layout load_checkpoint reads."""
+    """Write config.json + model.safetensors, the layout load_checkpoint reads.
+
+    The encoder's fingerprint goes into the provenance, so the ONNX backend knows it too.
+    """
     directory.mkdir(parents=True, exist_ok=True)
     state = {
         name: tensor.detach().cpu().contiguous() for name, tensor in model.state_dict().items()
     }
     save_file(state, directory / WEIGHTS_FILE)
+    model.spec.provenance["encoder"] = model.encoder_id
     (directory / CONFIG_FILE).write_text(model.spec.to_json(), encoding="utf-8")
+
+
+def checkpoint_version(directory: Path) -> str:
+    """`checkpoint:NAME@DIGEST`, stored with each suggestion the checkpoint makes.
+
+    The digest of config.json (which holds the provenance and thresholds of each run) tells
+    apart the heads written one after another into the same directory.
+    """
+    directory = Path(directory)
+    digest = hashlib.sha256((directory / CONFIG_FILE).read_bytes()).hexdigest()[:8]
+    return f"checkpoint:{directory.resolve().name}@{digest}"
+
+
+def zero_shot_version(model: str, pretrained: str) -> str:
+    return f"zero-shot:{model}:{Path(pretrained).name}"
 
 
 def load_checkpoint(directory: Path) -> HashtagModel:

@@ -12,9 +12,10 @@ from pathlib import Path
 
 import onnxruntime
 import torch
+from safetensors import safe_open
 
-from inference.loading import CONFIG_FILE, ModelLoadError
-from inference.model import ModelSpec
+from inference.loading import CONFIG_FILE, WEIGHTS_FILE, ModelLoadError
+from inference.model import ModelSpec, encoder_fingerprint
 from inference.zeroshot import default_cache_dir
 
 log = logging.getLogger(__name__)
@@ -23,8 +24,8 @@ ONNX_FILE, INT8_FILE = "model.onnx", "model.int8.onnx"  # the int8 name gets a v
 
 
 class OnnxHashtagModel:
-    def __init__(self, session: onnxruntime.InferenceSession, spec: ModelSpec):
-        self.session, self.spec = session, spec
+    def __init__(self, session: onnxruntime.InferenceSession, spec: ModelSpec, encoder_id: str):
+        self.session, self.spec, self.encoder_id = session, spec, encoder_id
 
     def __call__(self, pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         logits, embedding = self.session.run(None, {"pixels": pixels.float().cpu().numpy()})
@@ -49,7 +50,21 @@ def load_onnx(checkpoint: Path, int8: bool = False) -> OnnxHashtagModel:
     options = onnxruntime.SessionOptions()
     options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
     session = onnxruntime.InferenceSession(str(graph), options, providers=["CPUExecutionProvider"])
-    return OnnxHashtagModel(session, ModelSpec.from_file(checkpoint / CONFIG_FILE))
+    spec = ModelSpec.from_file(checkpoint / CONFIG_FILE)
+    return OnnxHashtagModel(session, spec, _encoder_id(checkpoint, spec))
+
+
+def _encoder_id(checkpoint: Path, spec: ModelSpec) -> str:
+    """Written into config.json by save_checkpoint; older checkpoints: read the vision weights."""
+    if "encoder" in spec.provenance:
+        return spec.provenance["encoder"]
+    with safe_open(str(checkpoint / WEIGHTS_FILE), framework="pt") as weights:
+        visual = {
+            key: weights.get_tensor(key)
+            for key in weights.keys()  # noqa: SIM118 (safe_open is not iterable)
+            if key.startswith("visual.")
+        }
+    return encoder_fingerprint(visual)
 
 
 def _quantized(graph: Path) -> Path:

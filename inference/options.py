@@ -30,8 +30,11 @@ BACKENDS = ("auto", "torch", "onnx")
 MODEL_SETUP_ERRORS = (ModelLoadError, VocabularyError, DeviceUnavailable)
 
 
-def add_model_arguments(parser: argparse.ArgumentParser, *, training: bool = False) -> None:
-    """The model options; `training` leaves out --checkpoint (fine-tuning starts from weights)."""
+def add_model_arguments(
+    parser: argparse.ArgumentParser, *, training: bool = False, backend: bool = True
+) -> None:
+    """The model options; `training` leaves out --checkpoint (fine-tuning starts from weights)
+    and --backend; `backend=False` leaves out only --backend (for commands that train)."""
     group = parser.add_argument_group("model")
     if not training:
         group.add_argument(
@@ -68,7 +71,7 @@ def add_model_arguments(parser: argparse.ArgumentParser, *, training: bool = Fal
         metavar="D",
         help="auto (CUDA when available), cpu, cuda or cuda:N (default auto)",
     )
-    if not training:
+    if backend and not training:
         group.add_argument(
             "--backend",
             choices=BACKENDS,
@@ -121,12 +124,18 @@ def load_model_from_args(
         if device.type != "cpu":
             raise DeviceUnavailable("--backend onnx runs on the CPU; use --device cpu")
         return load_onnx(args.checkpoint, int8=args.int8), device
-    if args.checkpoint:
-        model = load_checkpoint(args.checkpoint)
-    else:
-        model = load_zero_shot(
-            args.model or DEFAULT_MODEL,
-            args.pretrained or DEFAULT_PRETRAINED,
-            load_vocabulary(args.vocab),
-        )
+    model, device = load_torch_model(args)
     return prepare_for_inference(model, device, inference_dtype(device)), device
+
+
+def load_torch_model(args: argparse.Namespace) -> tuple[HashtagModel, torch.device]:
+    """The torch model the options describe, float32 on the CPU, and the device they name."""
+    device = resolve_device(args.device)
+    if getattr(args, "checkpoint", None):
+        return load_checkpoint(args.checkpoint), device
+    model = load_zero_shot(
+        args.model or DEFAULT_MODEL,
+        args.pretrained or DEFAULT_PRETRAINED,
+        load_vocabulary(args.vocab),
+    )
+    return model, device

@@ -25,9 +25,9 @@ class RecordingEngine(InferenceEngine):
         super().__init__(*args, **kwargs)
         self.batch_sizes: list[int] = []
 
-    def forward_batch(self, pixels):
+    def forward_batch(self, pixels, model=None):
         self.batch_sizes.append(len(pixels))
-        return super().forward_batch(pixels)
+        return super().forward_batch(pixels, model)
 
 
 async def test_batched_results_equal_one_by_one_results(tiny_model):
