@@ -97,9 +97,7 @@ async def main_async(args) -> dict:
         store = await Store.open(Path(temp) / "bench.sqlite3")
         async with InferenceEngine(model, device) as engine:
             single, engine_rate = await engine_baseline(engine, [v[320, 240] for v in variants], 32)
-            service = HashtagService(
-                engine, store, model_version="bench", rate_limit=RateLimit(10_000, 1_000)
-            )
+            service = HashtagService(engine, store, rate_limit=RateLimit(10_000, 1_000))
             application = build_application(service, TOKEN, fake.url)
             async with application:
                 await application.start()

@@ -20,6 +20,16 @@ QUEUE_DEPTH = Gauge("hashtag_engine_pending", "Images accepted by the engine, no
 FEEDBACK = Counter("hashtag_feedback_events", "Feedback written", ["kind"])
 ERRORS = Counter("hashtag_errors", "Failures, by kind", ["kind"])
 
+# Online quality per model version (see README, "Reading the quality metrics"): divide by
+# hashtag_suggestions_shown_total to compare heads, e.g. the share of first hashtags accepted.
+SHOWN = Counter("hashtag_suggestions_shown", "Suggestions shown", ["model_version"])
+ACCEPTED = Counter("hashtag_tags_accepted", "Shown hashtags accepted", ["model_version"])
+REJECTED = Counter("hashtag_tags_rejected", "Shown hashtags rejected", ["model_version"])
+FIRST_ACCEPTED = Counter(
+    "hashtag_first_tag_accepted", "Suggestions whose first hashtag was accepted", ["model_version"]
+)
+MODEL_SWAPS = Counter("hashtag_model_swaps", "Checkpoints swapped in, or refused", ["outcome"])
+
 
 def record_decode(seconds: float) -> None:
     """InferenceEngine's on_decode."""

@@ -14,7 +14,7 @@ import re
 import time
 from collections import Counter, OrderedDict
 from collections.abc import AsyncIterator, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -22,7 +22,7 @@ from bot import metrics
 from bot.personalize import GlobalPrior, UserProfile, Weights, personalize
 from bot.ratelimit import RateLimit, RateLimiter
 from bot.store import VERDICT_ACCEPT, VERDICT_REJECT, Store, StoredSuggestion
-from inference.engine import InferenceEngine, Prediction
+from inference.engine import EngineBusy, InferenceEngine, Prediction
 from inference.images import ImageRejected
 from inference.vocab import normalize_hashtag
 
@@ -31,6 +31,7 @@ THUMBS_UP, THUMBS_DOWN = "👍", "👎"
 # What a reaction on a suggestion means; 👍 first, so it wins if both arrive at once.
 REACTION_VERDICTS = {THUMBS_UP: VERDICT_ACCEPT, THUMBS_DOWN: VERDICT_REJECT}
 TRENDING_WINDOW_DAYS = 7
+DEFAULT_RATE_LIMIT = RateLimit()
 
 
 @dataclass(frozen=True)
@@ -95,18 +96,17 @@ class HashtagService:
         engine: InferenceEngine,
         store: Store,
         *,
-        model_version: str,
         weights: Weights | None = None,
         top_k: int = 10,
-        rate_limit: RateLimit | None = None,
+        rate_limit: RateLimit | None = DEFAULT_RATE_LIMIT,
         profile_cache_size: int = 2048,
         global_prior_ttl: float = 300.0,
     ):
-        self.engine, self.store, self.model_version = engine, store, model_version
+        """`rate_limit`: photos per person; None for none (the operator's own console)."""
+        self.engine, self.store = engine, store
         self.weights = weights or Weights()
         self.top_k = top_k
-        self.vocabulary = list(engine.model.spec.vocabulary)
-        self._rate_limiter = RateLimiter(rate_limit or RateLimit())
+        self._rate_limiter = RateLimiter(rate_limit) if rate_limit else None
         self._profiles: OrderedDict[int, UserProfile] = OrderedDict()
         self._profile_cache_size = profile_cache_size
         self._global_prior: GlobalPrior | None = None
@@ -116,6 +116,11 @@ class HashtagService:
         self._in_flight = 0
         self._idle = asyncio.Event()
         self._idle.set()
+
+    @property
+    def vocabulary(self) -> list[str]:
+        """The hashtags of the model serving now (a swapped-in head may have more)."""
+        return list(self.engine.model.spec.vocabulary)
 
     # --- lifecycle -----------------------------------------------------------------------
 
@@ -152,43 +157,57 @@ class HashtagService:
         skipped while at least one can. Raises ImageRejected, EngineBusy, RateLimited or
         StoreUnavailable, each with a message meant for the person.
         """
-        wait = self._rate_limiter.acquire(user)
+        wait = self._rate_limiter.acquire(user) if self._rate_limiter else 0.0
         if wait:
             raise RateLimited(wait)
-        scores, embedding = await self._predict_post(images)
+        post = await self._predict_post(images)
         user_id = await self.store.user_id(user.platform, user.user_id)
         ranked = personalize(
-            scores,
-            self.vocabulary,
-            embedding,
+            post.scores,
+            post.vocabulary,
+            post.embedding,
             await self._profile(user_id),
-            await self._prior(),
+            await self._prior(len(post.vocabulary)),
             self.weights,
             caption,
         )
         shown = ranked[: self.top_k]
         suggestion_id = await self.store.add_suggestion(
-            user_id, user.platform, embedding, shown, self.model_version
+            user_id, user.platform, post.embedding, shown, post.model_version, post.encoder
         )
+        metrics.SHOWN.labels(post.model_version).inc()
         caption_tags = extract_hashtags(caption)
         if caption_tags:
-            await self._record(suggestion_id, user_id, caption_tags, VERDICT_ACCEPT, "caption")
+            stored = StoredSuggestion(
+                suggestion_id, user_id, user.platform, shown, None, None, 0.0, post.model_version
+            )
+            await self._record(stored, user_id, caption_tags, VERDICT_ACCEPT, "caption")
         metrics.PHOTOS.labels(user.platform).inc()
         return Suggestion(suggestion_id, shown, caption_tags)
 
-    async def _predict_post(self, images: Sequence[bytes]) -> tuple[np.ndarray, np.ndarray]:
-        outcomes = await asyncio.gather(
-            *(self.engine.predict(image) for image in images), return_exceptions=True
-        )
-        predictions = [outcome for outcome in outcomes if isinstance(outcome, Prediction)]
-        if not predictions:
-            raise next(o for o in outcomes if isinstance(o, BaseException))
-        for outcome in outcomes:  # anything but a bad image is not ours to swallow
-            if isinstance(outcome, BaseException) and not isinstance(outcome, ImageRejected):
-                raise outcome
+    async def _predict_post(self, images: Sequence[bytes]) -> Prediction:
+        """One prediction for a post; an album that straddles a head swap is asked again, so
+        every photo of a post is scored by the same head."""
+        for _ in range(3):
+            outcomes = await asyncio.gather(
+                *(self.engine.predict(image) for image in images), return_exceptions=True
+            )
+            predictions = [outcome for outcome in outcomes if isinstance(outcome, Prediction)]
+            if not predictions:
+                raise next(o for o in outcomes if isinstance(o, BaseException))
+            for outcome in outcomes:  # anything but a bad image is not ours to swallow
+                if isinstance(outcome, BaseException) and not isinstance(outcome, ImageRejected):
+                    raise outcome
+            if len({p.model_version for p in predictions}) == 1:
+                break
+        else:
+            raise EngineBusy("the model is being replaced; please try again in a moment")
+        if len(predictions) == 1:
+            return predictions[0]
         scores = np.max([p.scores for p in predictions], axis=0)
         mean = np.mean([p.embedding.astype(np.float32) for p in predictions], axis=0)
-        return scores, mean / max(float(np.linalg.norm(mean)), 1e-12)
+        mean /= max(float(np.linalg.norm(mean)), 1e-12)
+        return replace(predictions[0], scores=scores, embedding=mean)
 
     async def attach_reply(self, suggestion_id: int, chat_id: str, message_id: str) -> None:
         await self.store.attach_reply(suggestion_id, str(chat_id), str(message_id))
@@ -225,7 +244,7 @@ class HashtagService:
         suggestion, user_id = await self.owned_suggestion(user, suggestion_id)
         tags = extract_hashtags(text)
         if tags:
-            await self._record(suggestion.id, user_id, tags, VERDICT_ACCEPT, "typed")
+            await self._record(suggestion, user_id, tags, VERDICT_ACCEPT, "typed")
         return tags
 
     async def undo(
@@ -264,7 +283,7 @@ class HashtagService:
             shown if tags is None else [tag for tag in map(normalize_hashtag, tags) if tag in shown]
         )
         if chosen:
-            await self._record(suggestion.id, user_id, chosen, verdict, source)
+            await self._record(suggestion, user_id, chosen, verdict, source)
         return chosen
 
     async def owned_suggestion(
@@ -280,11 +299,17 @@ class HashtagService:
         return suggestion, user_id
 
     async def _record(
-        self, suggestion_id: int, user_id: int, tags: list[str], verdict: int, source: str
+        self,
+        suggestion: StoredSuggestion,
+        user_id: int,
+        tags: list[str],
+        verdict: int,
+        source: str,
     ) -> None:
-        await self.store.record_feedback(suggestion_id, user_id, tags, verdict, source)
+        new = await self.store.record_feedback(suggestion.id, user_id, tags, verdict, source)
         self._profiles.pop(user_id, None)  # rebuilt from the database on the next photo
         metrics.FEEDBACK.labels(f"{source}_{'accept' if verdict > 0 else 'reject'}").inc()
+        _count_quality(suggestion, new, verdict)
 
     # --- the person's own data ---------------------------------------------------------
 
@@ -320,12 +345,16 @@ class HashtagService:
             self._profiles.popitem(last=False)
         return profile
 
-    async def _prior(self) -> GlobalPrior:
+    async def _prior(self, vocabulary_size: int) -> GlobalPrior:
         """Everyone's accepted tags, refreshed every few minutes (it moves slowly)."""
         now = time.monotonic()
-        if self._global_prior is None or now - self._global_prior_time > self._global_prior_ttl:
+        if (
+            self._global_prior is None
+            or now - self._global_prior_time > self._global_prior_ttl
+            or self._global_prior.vocabulary_size != vocabulary_size
+        ):
             counts, photos = await self.store.accepted_tag_counts()
-            prior = GlobalPrior(counts, photos, len(self.vocabulary))
+            prior = GlobalPrior(counts, photos, vocabulary_size)
             if self.weights.trending:
                 since = time.time() - TRENDING_WINDOW_DAYS * 86_400
                 prior.recent_counts, prior.recent_photos = await self.store.accepted_tag_counts(
@@ -333,3 +362,13 @@ class HashtagService:
                 )
             self._global_prior, self._global_prior_time = prior, now
         return self._global_prior
+
+
+def _count_quality(suggestion: StoredSuggestion, new_tags: list[str], verdict: int) -> None:
+    """Per model version: shown hashtags newly accepted or rejected, and first ones accepted."""
+    shown = suggestion.shown_tags
+    judged = [tag for tag in new_tags if tag in shown]
+    counter = metrics.ACCEPTED if verdict > 0 else metrics.REJECTED
+    counter.labels(suggestion.model_version).inc(len(judged))
+    if verdict > 0 and shown and shown[0] in judged:
+        metrics.FIRST_ACCEPTED.labels(suggestion.model_version).inc()

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import sqlite3
 import time
 from collections.abc import AsyncIterator, Iterable
@@ -25,7 +26,13 @@ import numpy as np
 from bot.schema import migrate
 
 BUSY_TIMEOUT_MS = 5000
+DEFAULT_DB = "hashtag-bot.sqlite3"
 VERDICT_ACCEPT, VERDICT_REJECT = 1, -1
+
+
+def default_db_path() -> Path:
+    """`--db` when not given: $HASHTAG_DB, else hashtag-bot.sqlite3 here (bot and finetune)."""
+    return Path(os.environ.get("HASHTAG_DB", DEFAULT_DB))
 
 
 class StoreUnavailable(RuntimeError):
@@ -41,6 +48,7 @@ class StoredSuggestion:
     chat_id: str | None
     message_id: str | None
     created_at: float
+    model_version: str
 
     @property
     def shown_tags(self) -> list[str]:
@@ -62,6 +70,17 @@ class UserHistory:
     @property
     def photos(self) -> int:
         return len(self.photo_times)
+
+
+@dataclass
+class AnsweredPhoto:
+    """One suggestion somebody answered: what learning from feedback trains on."""
+
+    user_id: int
+    created_at: float
+    embedding: np.ndarray  # (dim,) float32
+    shown: list[str]  # the tags the bot showed, best first
+    verdicts: dict[str, int]  # tag -> +1 / -1, the latest verdict when several sources spoke
 
 
 class Store:
@@ -148,11 +167,12 @@ class Store:
         embedding: np.ndarray,
         shown: list[tuple[str, float]],
         model_version: str,
+        encoder: str | None = None,
     ) -> int:
         async with self._transaction() as db:
             cursor = await db.execute(
                 "INSERT INTO suggestions (user_id, created_at, model_version, embedding, shown, "
-                "platform) VALUES (?, ?, ?, ?, ?, ?)",
+                "platform, encoder) VALUES (?, ?, ?, ?, ?, ?, ?)",
                 (
                     user_id,
                     time.time(),
@@ -160,6 +180,7 @@ class Store:
                     np.asarray(embedding, dtype=np.float16).tobytes(),
                     json.dumps([[tag, round(float(score), 4)] for tag, score in shown]),
                     platform,
+                    encoder,
                 ),
             )
             return cursor.lastrowid
@@ -185,29 +206,40 @@ class Store:
     async def _one_suggestion(self, where: str, parameters: tuple) -> StoredSuggestion | None:
         async with _unavailable_on_sqlite_errors():
             cursor = await self._db.execute(
-                "SELECT id, user_id, platform, shown, chat_id, message_id, created_at "
-                f"FROM suggestions WHERE {where}",
+                "SELECT id, user_id, platform, shown, chat_id, message_id, created_at, "
+                f"model_version FROM suggestions WHERE {where}",
                 parameters,
             )
             row = await cursor.fetchone()
         if row is None:
             return None
         shown = [(tag, score) for tag, score in json.loads(row[3])]
-        return StoredSuggestion(row[0], row[1], row[2], shown, row[4], row[5], row[6])
+        return StoredSuggestion(row[0], row[1], row[2], shown, row[4], row[5], row[6], row[7])
 
     async def record_feedback(
         self, suggestion_id: int, user_id: int, tags: Iterable[str], verdict: int, source: str
-    ) -> None:
-        """Upsert one verdict per tag: the same reaction twice counts once."""
+    ) -> list[str]:
+        """Upsert one verdict per tag: the same reaction twice counts once.
+
+        Returns the tags that had no such verdict from any source before (what the quality
+        metrics count, so a 👍 after a button press is not counted twice).
+        """
         now = time.time()
-        rows = [(suggestion_id, user_id, tag, source, verdict, now) for tag in dict.fromkeys(tags)]
+        tags = list(dict.fromkeys(tags))
+        rows = [(suggestion_id, user_id, tag, source, verdict, now) for tag in tags]
         async with self._transaction() as db:
+            cursor = await db.execute(
+                "SELECT tag FROM feedback WHERE suggestion_id = ? AND verdict = ?",
+                (suggestion_id, verdict),
+            )
+            before = {row[0] for row in await cursor.fetchall()}
             await db.executemany(
                 "INSERT INTO feedback (suggestion_id, user_id, tag, source, verdict, created_at) "
                 "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (suggestion_id, tag, source) "
                 "DO UPDATE SET verdict = excluded.verdict, created_at = excluded.created_at",
                 rows,
             )
+        return [tag for tag in tags if tag not in before]
 
     async def remove_feedback(
         self, suggestion_id: int, source: str, verdict: int | None = None
@@ -259,6 +291,44 @@ class Store:
                 parameters,
             )
         return counts, photos
+
+    async def answered_photos(self, encoder: str) -> tuple[list[AnsweredPhoto], int]:
+        """Every answered suggestion whose embedding `encoder` made, oldest first, and how many
+        answered suggestions were skipped because another (or an unknown) encoder made them."""
+        async with _unavailable_on_sqlite_errors():
+            cursor = await self._db.execute(
+                "SELECT id, user_id, created_at, embedding, shown FROM suggestions "
+                "WHERE encoder = ? AND id IN (SELECT suggestion_id FROM feedback) "
+                "ORDER BY created_at, id",
+                (encoder,),
+            )
+            suggestions = await cursor.fetchall()
+            cursor = await self._db.execute(
+                "SELECT f.suggestion_id, f.tag, f.verdict FROM feedback f "
+                "JOIN suggestions s ON s.id = f.suggestion_id WHERE s.encoder = ? "
+                "ORDER BY f.suggestion_id, f.created_at",
+                (encoder,),
+            )
+            verdicts: dict[int, dict[str, int]] = {}
+            for suggestion_id, tag, verdict in await cursor.fetchall():
+                verdicts.setdefault(suggestion_id, {})[tag] = verdict  # the latest wins
+            skipped = await _scalar(
+                self._db,
+                "SELECT COUNT(*) FROM suggestions WHERE encoder IS NOT ? "
+                "AND id IN (SELECT suggestion_id FROM feedback)",
+                (encoder,),
+            )
+        photos = [
+            AnsweredPhoto(
+                user_id=user_id,
+                created_at=created_at,
+                embedding=np.frombuffer(embedding, dtype=np.float16).astype(np.float32),
+                shown=[tag for tag, _ in json.loads(shown)],
+                verdicts=verdicts[suggestion_id],
+            )
+            for suggestion_id, user_id, created_at, embedding, shown in suggestions
+        ]
+        return photos, skipped
 
     async def forget_user(self, user_id: int) -> None:
         """Delete the person and, by cascade, every suggestion and verdict of theirs."""

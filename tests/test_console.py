@@ -27,7 +27,7 @@ async def converse(service, lines: list[str]) -> list[str]:
 async def service(tiny_model, tmp_path):
     store = await Store.open(tmp_path / "bot.sqlite3")
     async with InferenceEngine(tiny_model, torch.device("cpu")) as engine:
-        yield HashtagService(engine, store, model_version="tiny")
+        yield HashtagService(engine, store)
     await store.close()
 
 

@@ -59,7 +59,7 @@ async def running_client(service: HashtagService, **options):
 async def core(tiny_model, db_path):
     store = await Store.open(db_path)
     async with InferenceEngine(tiny_model, torch.device("cpu")) as engine:
-        yield HashtagService(engine, store, model_version="tiny")
+        yield HashtagService(engine, store)
     await store.close()
 
 

@@ -26,9 +26,7 @@ ALICE_ON_DISCORD = UserRef("discord", "100")
 async def service(tiny_model, tmp_path):
     store = await Store.open(tmp_path / "bot.sqlite3")
     async with InferenceEngine(tiny_model, torch.device("cpu")) as engine:
-        yield HashtagService(
-            engine, store, model_version="tiny-test", rate_limit=RateLimit(600, 50)
-        )
+        yield HashtagService(engine, store, rate_limit=RateLimit(600, 50))
     await store.close()
 
 
@@ -116,7 +114,6 @@ async def test_bad_images_and_floods_get_clear_errors(service, tiny_model):
     strict = HashtagService(
         service.engine,
         service.store,
-        model_version="t",
         rate_limit=RateLimit(per_minute=1, burst=2),
     )
     await strict.suggest(BOB, [jpeg()])

@@ -34,7 +34,7 @@ async def running_bot(fake: FakeBotAPI, tiny_model, db_path):
     """The bot as `python -m bot` runs it, on the tiny model, polling the fake API."""
     store = await Store.open(db_path)
     async with InferenceEngine(tiny_model, torch.device("cpu")) as engine:
-        service = HashtagService(engine, store, model_version="tiny")
+        service = HashtagService(engine, store)
         fake.store = store  # lets send_photo see when a reply has been recorded
         application = build_application(service, TOKEN, fake.url)
         async with application:
