@@ -30,7 +30,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Fine-tune CLIP + the hashtag head. Stage 1 trains the head on cached "
         "embeddings; --unfreeze-blocks adds stage 2 (LP-FT). Writes a checkpoint that "
         "`python -m inference --checkpoint OUT` and the bot load directly. "
-        "`python -m finetune export --checkpoint DIR` writes it as ONNX.",
+        "`python -m finetune export --checkpoint DIR` writes it as ONNX; "
+        "`python -m finetune feedback` re-fits the head on what the bot's users answered.",
     )
     parser.add_argument("--data", type=Path, required=True, help="HARRISON folder or manifest")
     parser.add_argument("--out", type=Path, required=True, help="checkpoint directory to write")
@@ -77,6 +78,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from finetune.export import main as export_main
 
         return export_main(argv[1:])
+    if argv[:1] == ["feedback"]:
+        from finetune.feedback_cli import main as feedback_main
+
+        return feedback_main(argv[1:])
     parser = build_parser()
     args = parser.parse_args(argv)
     check_model_arguments(parser, args)
@@ -132,6 +137,11 @@ def _parse_unfreeze(parser: argparse.ArgumentParser, value: str) -> int | None:
     parser.error(f"--unfreeze-blocks takes a number or 'all', not {value!r}")
 
 
+def metric_row(name: str, values: dict[str, float]) -> str:
+    """One row of the metrics table, in percent."""
+    return f"{name:<24}" + "".join(f"{100 * values[m]:>13.2f}" for m in METRIC_COLUMNS)
+
+
 def format_report(report: dict) -> str:
     """The metrics table, in percent, with the paper's best baseline for comparison."""
     images = report["images"]
@@ -143,9 +153,7 @@ def format_report(report: dict) -> str:
         "",
         f"{'test split':<24}" + "".join(f"{name:>13}" for name in METRIC_COLUMNS),
     ]
-    for name in ("popularity", "zero_shot", "finetuned"):
-        values = report[name]
-        lines.append(f"{name:<24}" + "".join(f"{100 * values[m]:>13.2f}" for m in METRIC_COLUMNS))
+    lines += [metric_row(name, report[name]) for name in ("popularity", "zero_shot", "finetuned")]
     paper = PAPER_VGG_OBJECT_SCENE
     lines.append(
         f"{'paper: VGG object+scene':<24}"

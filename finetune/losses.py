@@ -21,13 +21,19 @@ class AsymmetricLoss(nn.Module):
         super().__init__()
         self.gamma_neg, self.gamma_pos, self.clip = gamma_neg, gamma_pos, clip
 
-    def forward(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self, logits: torch.Tensor, targets: torch.Tensor, weights: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """`weights`: optional per-cell weights (learning from feedback: how sure each label is)."""
         p = torch.sigmoid(logits.float())
         p_neg = (p - self.clip).clamp(min=0) if self.clip else p
         eps = 1e-8
         loss_pos = targets * (1 - p) ** self.gamma_pos * torch.log(p.clamp(min=eps))
         loss_neg = (1 - targets) * p_neg**self.gamma_neg * torch.log((1 - p_neg).clamp(min=eps))
-        return -(loss_pos + loss_neg).sum() / logits.shape[0]
+        loss = loss_pos + loss_neg
+        if weights is not None:
+            loss = loss * weights
+        return -loss.sum() / logits.shape[0]
 
 
 def make_loss(name: str) -> nn.Module:
@@ -39,6 +45,10 @@ def make_loss(name: str) -> nn.Module:
 class BCEWithLogits(nn.Module):
     """Summed over tags, averaged over images: the same scale as AsymmetricLoss."""
 
-    def forward(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        loss = F.binary_cross_entropy_with_logits(logits.float(), targets, reduction="sum")
+    def forward(
+        self, logits: torch.Tensor, targets: torch.Tensor, weights: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        loss = F.binary_cross_entropy_with_logits(
+            logits.float(), targets, weight=weights, reduction="sum"
+        )
         return loss / logits.shape[0]

@@ -70,6 +70,47 @@ class EarlyStopping:
         return self.bad_epochs >= self.patience
 
 
+@dataclass
+class Standardization:
+    """Per-dimension standardisation of embeddings, for training a head on them.
+
+    CLIP embeddings share a large common direction, so their per-dimension spread is small and
+    uneven: plain gradient steps on a head crawl. Training on standardised features and folding
+    the standardisation back into the head afterwards is exact:
+    V·(e - mean)/std + c  =  (V/std)·e + (c - V·mean/std).
+    """
+
+    mean: torch.Tensor
+    std: torch.Tensor
+
+    @classmethod
+    def of(cls, embeddings: np.ndarray) -> Standardization:
+        return cls(
+            torch.from_numpy(embeddings.mean(axis=0)),
+            torch.from_numpy(embeddings.std(axis=0)).clamp(min=1e-6),
+        )
+
+    def apply(self, embeddings: np.ndarray) -> torch.Tensor:
+        return (torch.from_numpy(embeddings) - self.mean) / self.std
+
+    def head_in_standard_terms(self, head: nn.Linear) -> nn.Linear:
+        """The same function as `head`, taking standardised embeddings."""
+        standard = nn.Linear(head.in_features, head.out_features)
+        weight, bias = head.weight.detach().float().cpu(), head.bias.detach().float().cpu()
+        with torch.no_grad():
+            standard.weight.copy_(weight * self.std)
+            standard.bias.copy_(bias + weight @ self.mean)
+        return standard
+
+    def fold(self, standard: nn.Linear) -> nn.Linear:
+        """Back to a head on raw embeddings."""
+        folded = nn.Linear(standard.in_features, standard.out_features)
+        with torch.no_grad():
+            folded.weight.copy_(standard.weight / self.std)
+            folded.bias.copy_(standard.bias - (standard.weight / self.std) @ self.mean)
+        return folded.requires_grad_(False)
+
+
 def train_linear_probe(
     head: nn.Linear,
     train_x: np.ndarray,
@@ -78,21 +119,12 @@ def train_linear_probe(
     val_y: np.ndarray,
     options: TrainOptions,
 ) -> nn.Linear:
-    """Stage 1: train only the head on frozen-encoder embeddings (seconds, not hours).
-
-    CLIP embeddings share a large common direction, so their per-dimension spread is small and
-    uneven: plain gradient steps on the head crawl. The probe trains on standardised features
-    instead and folds the standardisation back into the head at the end, which is exact:
-    V·(e - mean)/std + c  =  (V/std)·e + (c - V·mean/std).
-    """
-    mean = torch.from_numpy(train_x.mean(axis=0))
-    std = torch.from_numpy(train_x.std(axis=0)).clamp(min=1e-6)
-    probe = nn.Linear(head.in_features, head.out_features)
-    with torch.no_grad():  # the same function as the zero-shot head, in standardised terms
-        probe.weight.copy_(head.weight.float().cpu() * std)
-        probe.bias.copy_(head.bias.float().cpu() + head.weight.float().cpu() @ mean)
-    x = (torch.from_numpy(train_x) - mean) / std
-    val_z = ((torch.from_numpy(val_x) - mean) / std).numpy()
+    """Stage 1: train only the head on frozen-encoder embeddings (seconds, not hours), on
+    standardised embeddings (see Standardization)."""
+    standard = Standardization.of(train_x)
+    probe = standard.head_in_standard_terms(head)
+    x = standard.apply(train_x)
+    val_z = standard.apply(val_x).numpy()
     y = torch.from_numpy(train_y)
 
     generator = torch.Generator().manual_seed(options.seed)
@@ -113,11 +145,7 @@ def train_linear_probe(
         if stopping.update(probe.state_dict(), val_map):
             break
     probe.load_state_dict(stopping.best_state)
-    folded = nn.Linear(head.in_features, head.out_features)
-    with torch.no_grad():
-        folded.weight.copy_(probe.weight / std)
-        folded.bias.copy_(probe.bias - (probe.weight / std) @ mean)
-    return folded.requires_grad_(False)
+    return standard.fold(probe)
 
 
 def _val_map(head: nn.Linear, val_x: np.ndarray, val_y: np.ndarray) -> float:

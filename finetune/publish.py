@@ -1,0 +1,57 @@
+"""Writing a checkpoint directory in place of another, so that a bot watching it never sees
+half of one: the new one is written beside it, then renamed into place.
+
+The replaced directory is kept as `DIR.previous-<UTC time>` (the newest `keep` of them), which
+is how a learned head is rolled back: move the bad one away and a previous one back.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import shutil
+from pathlib import Path
+
+from inference.loading import save_checkpoint
+from inference.model import HashtagModel
+
+METRICS_FILE = "metrics.json"
+PREVIOUS_MARK = ".previous-"
+
+
+def write_metrics(directory: Path, report: dict) -> None:
+    directory.mkdir(parents=True, exist_ok=True)
+    partial = directory / f".{METRICS_FILE}.tmp"
+    partial.write_text(json.dumps(report, indent=2), encoding="utf-8")
+    partial.replace(directory / METRICS_FILE)
+
+
+def publish_checkpoint(
+    model: HashtagModel, directory: Path, report: dict, with_onnx: bool, keep: int = 3
+) -> Path:
+    """Write `model` (+ metrics.json, + model.onnx when `with_onnx`) as `directory`, atomically
+    for readers; returns where the replaced checkpoint went, or `directory` when there was none."""
+    directory = Path(directory)
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    staging = directory.parent / f".{directory.name}.partial-{os.getpid()}"
+    shutil.rmtree(staging, ignore_errors=True)
+    save_checkpoint(model, staging)
+    write_metrics(staging, report)
+    if with_onnx:
+        from finetune.export import export_onnx
+
+        export_onnx(staging)
+    stamp = datetime.datetime.now(datetime.UTC).strftime("%Y%m%dT%H%M%S%fZ")
+    previous = directory.parent / f"{directory.name}{PREVIOUS_MARK}{stamp}"
+    if directory.exists():
+        directory.rename(previous)
+    staging.rename(directory)
+    _prune(directory, keep)
+    return previous if previous.exists() else directory
+
+
+def _prune(directory: Path, keep: int) -> None:
+    older = sorted(directory.parent.glob(f"{directory.name}{PREVIOUS_MARK}*"))
+    for stale in older[: max(0, len(older) - keep)]:
+        shutil.rmtree(stale, ignore_errors=True)
