@@ -20,11 +20,24 @@ from pathlib import Path
 from bot import metrics
 from bot.console import run_console
 from bot.health import start_health_server
+from bot.learning import CheckpointLoader, CheckpointWatcher, Learner, checkpoint_stamp
 from bot.logs import configure_logging
+from bot.ratelimit import RateLimit
 from bot.schema import SchemaTooNew
-from bot.service import HashtagService
-from bot.store import Store
+from bot.service import DEFAULT_RATE_LIMIT, HashtagService
+from bot.store import Store, default_db_path
+from finetune.feedback import FeedbackOptions
+from inference.device import resolve_device
 from inference.engine import InferenceEngine
+from inference.loading import (
+    CONFIG_FILE,
+    DEFAULT_MODEL,
+    DEFAULT_PRETRAINED,
+    ModelLoadError,
+    checkpoint_version,
+    zero_shot_version,
+)
+from inference.model import HashtagModel, ModelSpec
 from inference.onnx_backend import OnnxHashtagModel
 from inference.options import (
     MODEL_SETUP_ERRORS,
@@ -57,10 +70,59 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--db",
         type=Path,
-        default=Path(os.environ.get("HASHTAG_DB", "hashtag-bot.sqlite3")),
+        default=default_db_path(),
         help="SQLite database file (default: hashtag-bot.sqlite3 here, or $HASHTAG_DB)",
     )
     parser.add_argument("--top-k", type=int, default=10, help="hashtags per suggestion")
+    limits = parser.add_argument_group("rate limit (chat platforms; the console has none)")
+    limits.add_argument(
+        "--rate-per-minute",
+        type=float,
+        default=os.environ.get("RATE_LIMIT_PER_MINUTE", str(DEFAULT_RATE_LIMIT.per_minute)),
+        metavar="N",
+        help="photos a person may send per minute, sustained (default "
+        f"{DEFAULT_RATE_LIMIT.per_minute:g}; $RATE_LIMIT_PER_MINUTE)",
+    )
+    limits.add_argument(
+        "--rate-burst",
+        type=int,
+        default=os.environ.get("RATE_LIMIT_BURST", str(DEFAULT_RATE_LIMIT.burst)),
+        metavar="N",
+        help=f"photos a person may send at once (default {DEFAULT_RATE_LIMIT.burst}; "
+        "$RATE_LIMIT_BURST)",
+    )
+    learning = parser.add_argument_group("learning from feedback (see README, 'The bot learns')")
+    learning.add_argument(
+        "--learn-every",
+        type=float,
+        default=os.environ.get("LEARN_EVERY_HOURS"),
+        metavar="HOURS",
+        help="re-fit the head on everyone's answers this often, in the background, and swap "
+        "it in when it is not worse on the newest answers (default off; $LEARN_EVERY_HOURS)",
+    )
+    learning.add_argument(
+        "--learned-checkpoint",
+        type=Path,
+        default=os.environ.get("HASHTAG_LEARNED_CHECKPOINT"),
+        metavar="DIR",
+        help="where --learn-every keeps the learned head, served from then on (default: "
+        "learned-model beside the --db file; $HASHTAG_LEARNED_CHECKPOINT)",
+    )
+    learning.add_argument(
+        "--min-people",
+        type=int,
+        default=os.environ.get("HASHTAG_MIN_PEOPLE", "5"),
+        metavar="N",
+        help="different people who must have used a new hashtag before anyone else is "
+        "offered it (default 5; $HASHTAG_MIN_PEOPLE)",
+    )
+    learning.add_argument(
+        "--watch-interval",
+        type=float,
+        default=os.environ.get("CHECKPOINT_WATCH_SECONDS", "10"),
+        metavar="SECONDS",
+        help="how often to look for a replaced checkpoint directory to swap in (default 10)",
+    )
     parser.add_argument(
         "--console", action="store_true", help="chat in this terminal instead of a platform"
     )
@@ -116,6 +178,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         channels = [int(c) for c in args.discord_channels.replace(" ", "").split(",") if c]
     except ValueError:
         parser.error("--discord-channels takes channel ids separated by commas")
+    if args.rate_per_minute <= 0 or args.rate_burst < 1:
+        parser.error("--rate-per-minute must be positive and --rate-burst at least 1")
+    if args.learn_every is not None and args.learn_every <= 0:
+        parser.error("--learn-every takes a positive number of hours")
     if not args.console and not (tokens.telegram or tokens.discord):
         print(NO_TOKEN, file=sys.stderr)
         return EXIT_USAGE
@@ -134,16 +200,47 @@ class Tokens:
 
 
 async def _run(args: argparse.Namespace, tokens: Tokens, channels: list[int]) -> int:
-    model, device = load_model_from_args(args)
+    served_dir = _served_checkpoint(args)
+    stamp = checkpoint_stamp(served_dir) if served_dir else None
+    load = _checkpoint_loader(args)
+    source = served_dir if stamp else args.checkpoint
+    if source:
+        model, version = load(source)
+    else:
+        model, _ = load_model_from_args(args)
+        version = _base_version(args)
     store = await Store.open(args.db)
     engine = InferenceEngine(
-        model, device, on_decode=metrics.record_decode, on_batch=metrics.record_batch
+        model,
+        resolve_device(args.device),  # where load_model_from_args put the model
+        version=version,
+        on_decode=metrics.record_decode,
+        on_batch=metrics.record_batch,
     )
     metrics.watch_queue(engine)
     try:
-        async with engine:
+        async with engine, contextlib.AsyncExitStack() as background:
+            if served_dir:
+                watcher = CheckpointWatcher(engine, served_dir, load, args.watch_interval, stamp)
+                background.push_async_callback(_cancel, asyncio.create_task(watcher.run()))
+                if args.learn_every:
+                    learner = Learner(
+                        engine,
+                        args.db,
+                        watcher,
+                        args.learn_every,
+                        started_from=lambda: _served_version(args, watcher),
+                        base_checkpoint=args.checkpoint,
+                        options=FeedbackOptions(min_people=args.min_people),
+                    )
+                    background.push_async_callback(_cancel, asyncio.create_task(learner.run()))
             service = HashtagService(
-                engine, store, model_version=_model_version(args, model), top_k=args.top_k
+                engine,
+                store,
+                top_k=args.top_k,
+                rate_limit=None
+                if args.console
+                else RateLimit(per_minute=args.rate_per_minute, burst=args.rate_burst),
             )
             if args.console:
                 await run_console(service)
@@ -153,6 +250,11 @@ async def _run(args: argparse.Namespace, tokens: Tokens, channels: list[int]) ->
         await store.close()  # every acknowledged write is already committed
     log.info("stopped cleanly")
     return EXIT_OK
+
+
+async def _cancel(task: asyncio.Task) -> None:
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
 
 
 async def _serve(service: HashtagService, tokens: Tokens, args, channels: list[int]) -> None:
@@ -222,11 +324,49 @@ async def _discord(service, token: str, guild: int | None, channels: list[int], 
         await asyncio.gather(running, return_exceptions=True)
 
 
-def _model_version(args: argparse.Namespace, model) -> str:
-    """Stored with every suggestion, so feedback can be traced to the model that earned it."""
-    if args.checkpoint:
+def _served_checkpoint(args: argparse.Namespace) -> Path | None:
+    """The checkpoint directory to serve and watch for replacements, if any.
+
+    With --learn-every that is the learned head's directory, served once it exists, as long as
+    it was learned on top of the model the options name; otherwise the model the options name.
+    """
+    if not args.learn_every:
+        return args.checkpoint
+    learned = args.learned_checkpoint or args.db.resolve().parent / "learned-model"
+    if checkpoint_stamp(learned):
+        try:
+            base = ModelSpec.from_file(learned / CONFIG_FILE).provenance.get("base")
+        except (OSError, ValueError, TypeError) as error:
+            base = f"unreadable ({error})"
+        if base != _base_version(args):
+            raise ModelLoadError(
+                f"{learned} holds a head learned on top of {base}, not {_base_version(args)}: "
+                "move it away to start learning afresh from this model, or give "
+                "--learned-checkpoint another directory"
+            )
+        log.info("serving the learned head in %s (learned on top of %s)", learned, base)
+    return learned
+
+
+def _checkpoint_loader(args: argparse.Namespace) -> CheckpointLoader:
+    def load(directory: Path) -> tuple[HashtagModel, str]:
+        served = argparse.Namespace(**{**vars(args), "checkpoint": directory})
+        model, _ = load_model_from_args(served)
         backend = ":onnx" if isinstance(model, OnnxHashtagModel) else ""
         backend += ":int8" if args.int8 else ""
-        return f"checkpoint:{Path(args.checkpoint).resolve().name}{backend}"
-    weights = Path(args.pretrained or "laion2b_s34b_b79k").name
-    return f"zero-shot:{args.model or 'ViT-B-32'}:{weights}"
+        return model, checkpoint_version(directory) + backend
+
+    return load
+
+
+def _base_version(args: argparse.Namespace) -> str:
+    """The model the options name, before any learning."""
+    if args.checkpoint:
+        return checkpoint_version(args.checkpoint)
+    return zero_shot_version(args.model or DEFAULT_MODEL, args.pretrained or DEFAULT_PRETRAINED)
+
+
+def _served_version(args: argparse.Namespace, watcher: CheckpointWatcher) -> str:
+    if checkpoint_stamp(watcher.directory):
+        return checkpoint_version(watcher.directory)
+    return _base_version(args)

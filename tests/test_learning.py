@@ -1,0 +1,338 @@
+"""Learning from everyone's answers: the re-fit, its gate, community hashtags, forgetting,
+`python -m finetune feedback`, and heads swapped into a running bot."""
+
+import asyncio
+import json
+import logging
+import shutil
+
+import numpy as np
+import pytest
+import torch
+
+from bot.learning import CheckpointWatcher, Learner
+from bot.learning import checkpoint_stamp as stamp
+from bot.service import HashtagService, UserRef
+from bot.store import Store
+from finetune.cli import main as finetune_main
+from finetune.feedback import FeedbackOptions, refit_head
+from finetune.publish import publish_checkpoint
+from inference.cli import main as inference_main
+from inference.engine import InferenceEngine
+from inference.loading import checkpoint_version, load_checkpoint, save_checkpoint
+from tests.answers import Scene, answer, current_ranking
+from tests.corpus import jpeg
+
+CPU = torch.device("cpu")
+
+
+@pytest.fixture
+async def store(tmp_path):
+    store = await Store.open(tmp_path / "bot.sqlite3")
+    yield store
+    await store.close()
+
+
+@pytest.fixture
+def checkpoint(tiny_model, tmp_path):
+    """The tiny zero-shot model saved as the checkpoint a bot serves."""
+    directory = tmp_path / "live"
+    save_checkpoint(tiny_model, directory)
+    return directory
+
+
+def missed_tag(model, scene: Scene) -> str:
+    """A vocabulary hashtag the current head ranks low for this scene."""
+    return current_ranking(model, scene.typical)[500]
+
+
+async def answers_that_teach(store, model, tag: str, photos: int = 40, seed: int = 0):
+    """Six people keep typing `tag` on photos of one scene: a lesson the head can learn."""
+    rng, scene = np.random.default_rng(seed), Scene.random(seed)
+    for i in range(photos):
+        await answer(store, model, f"p{i % 6}", scene.photo(rng), [tag])
+    return scene
+
+
+async def refit(store, model, **options):
+    photos, skipped = await store.answered_photos(model.encoder_id)
+    return refit_head(model, photos, FeedbackOptions(**options), "test-start", skipped=skipped)
+
+
+# --- the re-fit and its gate -------------------------------------------------------------
+
+
+async def test_a_consistent_lesson_is_learned_and_passes_the_gate(store, tiny_model):
+    scene = Scene.random(0)
+    tag = missed_tag(tiny_model, scene)
+    await answers_that_teach(store, tiny_model, tag)
+    result = await refit(store, tiny_model)
+    gate = result.report["held_out"]
+    assert result.passed
+    assert gate["refitted"]["recall@5"] > gate["current"]["recall@5"] == 0
+    assert tag in current_ranking(result.model, scene.typical)[:5]
+    assert result.model.visual is tiny_model.visual  # same encoder, only the head moved
+    assert tiny_model.spec.provenance["head"] == "zero-shot"  # the start is left as it was
+
+
+async def test_the_gate_refuses_a_head_that_is_worse_on_the_newest_answers(store, tiny_model):
+    # For months people typed one hashtag on these photos; lately they accept the head's own
+    # first suggestion instead. What the old answers teach is now wrong.
+    rng, scene = np.random.default_rng(1), Scene.random(1)
+    old_tag = missed_tag(tiny_model, scene)
+    for i in range(60):
+        photo = scene.photo(rng)
+        lately = i >= 48
+        tag = current_ranking(tiny_model, photo)[0] if lately else old_tag
+        await answer(store, tiny_model, f"p{i % 6}", photo, [tag])
+    result = await refit(store, tiny_model)
+    gate = result.report["held_out"]
+    assert not result.passed
+    assert gate["refitted"]["precision@1"] < gate["current"]["precision@1"] == 1.0
+
+
+async def test_answers_made_by_another_encoder_are_skipped_and_counted(store, tiny_model):
+    scene = Scene.random(2)
+    await answers_that_teach(store, tiny_model, missed_tag(tiny_model, scene), seed=2)
+    rng = np.random.default_rng(3)
+    for i in range(5):
+        await answer(store, tiny_model, f"q{i}", scene.photo(rng), ["old"], encoder="another")
+    result = await refit(store, tiny_model)
+    assert result.report["answers"]["used"] == 40
+    assert result.report["answers"]["skipped_other_encoder"] == 5
+
+
+async def test_too_few_answers_is_a_clear_error(store, tiny_model):
+    await answers_that_teach(store, tiny_model, "beach", photos=5)
+    with pytest.raises(ValueError, match="at least 20 are needed"):
+        await refit(store, tiny_model)
+
+
+# --- what is shared, and forgetting ------------------------------------------------------
+
+
+async def crew_answers(store, model, people: int, seed: int = 4, leave_out: str = ""):
+    """`people` different people type #ourcrew once each, among 30 answers; `leave_out` names
+    a person whose answer is not written (as if they had never used the bot)."""
+    rng, scene = np.random.default_rng(seed), Scene.random(seed)
+    common = missed_tag(model, scene)
+    for i in range(30):
+        person = f"crew{i}" if i < people else f"p{i % 6}"
+        photo = scene.photo(rng)
+        if person != leave_out:
+            tags = [common, "ourcrew"] if i < people else [common]
+            await answer(store, model, person, photo, tags)
+
+
+@pytest.mark.parametrize(("people", "shared"), [(4, False), (5, True)])
+async def test_a_new_hashtag_is_shared_only_when_five_people_used_it(
+    store, tiny_model, people, shared
+):
+    await crew_answers(store, tiny_model, people)
+    result = await refit(store, tiny_model)
+    assert ("ourcrew" in result.model.spec.vocabulary) is shared
+    assert result.report["community_hashtags"] == (["ourcrew"] if shared else [])
+    assert result.model.head.out_features == len(result.model.spec.vocabulary)
+
+
+async def test_after_forget_a_refit_holds_nothing_of_that_person(tmp_path, tiny_model):
+    # The same answers twice: in one database crew0 later uses /forget, in the other crew0
+    # never existed. The re-fits must be identical, and #ourcrew falls back to 4 people.
+    forgot = await Store.open(tmp_path / "forgot.sqlite3")
+    never = await Store.open(tmp_path / "never.sqlite3")
+    try:
+        await crew_answers(forgot, tiny_model, people=5)
+        crew0 = await forgot.find_user_id("telegram", "crew0")
+        async with InferenceEngine(tiny_model, CPU) as engine:  # /forget, as the bot runs it
+            assert await HashtagService(engine, forgot).forget(UserRef("telegram", "crew0"))
+        await crew_answers(never, tiny_model, people=5, leave_out="crew0")
+        photos, _ = await forgot.answered_photos(tiny_model.encoder_id)
+        assert len(photos) == 29 and crew0 not in {photo.user_id for photo in photos}
+        after_forget, without = await refit(forgot, tiny_model), await refit(never, tiny_model)
+    finally:
+        await forgot.close()
+        await never.close()
+    assert "ourcrew" not in after_forget.model.spec.vocabulary
+    torch.testing.assert_close(after_forget.model.head.weight, without.model.head.weight)
+    assert after_forget.report["answers"] == without.report["answers"]
+
+
+# --- python -m finetune feedback ---------------------------------------------------------
+
+
+def feedback_command(db, checkpoint, out, *extra):
+    return finetune_main(
+        ["feedback", "--db", str(db), "--checkpoint", str(checkpoint), "--out", str(out), *extra]
+    )
+
+
+async def test_the_command_writes_a_checkpoint_that_inference_loads(
+    store, tiny_model, checkpoint, tmp_path, capsys
+):
+    await answers_that_teach(store, tiny_model, missed_tag(tiny_model, Scene.random(0)))
+    out = tmp_path / "learned"
+    assert await asyncio.to_thread(feedback_command, tmp_path / "bot.sqlite3", checkpoint, out) == 0
+    printed = capsys.readouterr().out
+    assert "newest answers" in printed and "refitted" in printed
+    assert printed.strip().splitlines()[-1] == f"checkpoint written to {out}"
+    report = json.loads((out / "metrics.json").read_text())
+    assert report["passed"] and report["written"]
+    learned = load_checkpoint(out)
+    assert learned.spec.provenance["head"] == "feedback"
+    assert learned.spec.provenance["base"] == checkpoint_version(checkpoint)
+    assert len(learned.spec.thresholds) == len(learned.spec.vocabulary)
+    photo = tmp_path / "photo.jpg"
+    photo.write_bytes(jpeg(seed=1))
+    command = ["--checkpoint", str(out), "--device", "cpu", str(photo)]
+    assert await asyncio.to_thread(inference_main, command) == 0
+
+
+async def test_the_command_refuses_a_worse_head_unless_forced(
+    store, tiny_model, checkpoint, tmp_path, capsys
+):
+    rng, scene = np.random.default_rng(1), Scene.random(1)
+    old_tag = missed_tag(tiny_model, scene)
+    for i in range(60):
+        photo = scene.photo(rng)
+        tag = current_ranking(tiny_model, photo)[0] if i >= 48 else old_tag
+        await answer(store, tiny_model, f"p{i % 6}", photo, [tag])
+    db, out = tmp_path / "bot.sqlite3", tmp_path / "learned"
+    assert await asyncio.to_thread(feedback_command, db, checkpoint, out) == 1
+    assert "not written" in capsys.readouterr().out.strip().splitlines()[-1]
+    assert not (out / "config.json").exists() and (out / "metrics.json").is_file()
+    assert await asyncio.to_thread(feedback_command, db, checkpoint, out, "--force") == 0
+    assert "--force" in capsys.readouterr().out.strip().splitlines()[-1]
+    assert (out / "config.json").is_file()
+
+
+def test_the_command_explains_a_missing_database(checkpoint, tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        feedback_command(tmp_path / "nope.sqlite3", checkpoint, tmp_path / "out")
+    assert exit_info.value.code == 2
+    assert "point it at the bot's database" in capsys.readouterr().err
+
+
+# --- a running bot takes new heads -------------------------------------------------------
+
+
+def loader(directory):
+    model = load_checkpoint(directory)
+    return model, checkpoint_version(directory)
+
+
+async def learned_head(tiny_model, tmp_path, people: int = 5):
+    """A re-fitted head with one more hashtag (#ourcrew) than the tiny model."""
+    store = await Store.open(tmp_path / "teach.sqlite3")
+    try:
+        await crew_answers(store, tiny_model, people)
+        return await refit(store, tiny_model)
+    finally:
+        await store.close()
+
+
+async def test_a_head_swapped_under_a_burst_of_photos_loses_none(tiny_model, checkpoint, tmp_path):
+    result = await learned_head(tiny_model, tmp_path)
+    store = await Store.open(tmp_path / "bot.sqlite3")
+    old_version = checkpoint_version(checkpoint)
+    async with InferenceEngine(tiny_model, CPU, version=old_version, max_wait_ms=2) as engine:
+        service = HashtagService(engine, store, rate_limit=None)
+        watcher = CheckpointWatcher(engine, checkpoint, loader, served_stamp=stamp(checkpoint))
+        photos = [jpeg(seed=i % 7) for i in range(120)]
+
+        async def send(i: int):
+            await asyncio.sleep(i * 0.002)  # a steady stream, not all at once
+            return await service.suggest(UserRef("console", f"u{i % 9}"), [photos[i]])
+
+        burst = [asyncio.create_task(send(i)) for i in range(len(photos))]
+        await asyncio.sleep(0.1)  # part of the stream is answered or in flight on the old head
+        await asyncio.to_thread(
+            publish_checkpoint, result.model, checkpoint, result.report, with_onnx=False
+        )
+        assert await watcher.check()
+        suggestions = await asyncio.gather(*burst)
+        later = await service.suggest(UserRef("console", "late"), [photos[0]])
+    versions = [
+        (await store.suggestion(suggestion.id)).model_version
+        for suggestion in [*suggestions, later]
+    ]
+    await store.close()
+    new_version = checkpoint_version(checkpoint)
+    assert len(suggestions) == 120 and all(len(s.tags) == 10 for s in suggestions)
+    assert new_version != old_version and set(versions) == {old_version, new_version}
+    assert versions[0] == old_version and versions[-1] == new_version
+    # Each suggestion's hashtags come from the vocabulary of the head recorded with it.
+    for suggestion, version in zip(suggestions, versions, strict=False):
+        tags = {tag for tag, _ in suggestion.tags}
+        assert version == new_version or tags <= set(tiny_model.spec.vocabulary)
+    assert len(list(tmp_path.glob("live.previous-*"))) == 1  # kept for a rollback
+
+
+async def test_a_broken_checkpoint_is_refused_and_the_old_head_serves(
+    tiny_model, checkpoint, tmp_path, caplog
+):
+    result = await learned_head(tiny_model, tmp_path)
+    staging = tmp_path / "staging"
+    save_checkpoint(result.model, staging)
+    weights = staging / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
+    old_version = checkpoint_version(checkpoint)
+    async with InferenceEngine(tiny_model, CPU, version=old_version) as engine:
+        watcher = CheckpointWatcher(engine, checkpoint, loader)
+        shutil.rmtree(checkpoint)
+        staging.rename(checkpoint)
+        with caplog.at_level(logging.WARNING, logger="bot.learning"):
+            assert not await watcher.check()
+            assert not await watcher.check()  # not retried until it changes again
+        refusals = [r.getMessage() for r in caplog.records if "refused" in r.getMessage()]
+        assert len(refusals) == 1 and "cannot be loaded" in refusals[0]
+        prediction = await engine.predict(jpeg(seed=2))
+        assert prediction.model_version == old_version == engine.model_version
+        assert len(prediction.vocabulary) == len(tiny_model.spec.vocabulary)
+
+
+async def test_the_learner_refits_on_its_own_database_and_swaps_the_head_in(tiny_model, tmp_path):
+    db = tmp_path / "bot.sqlite3"
+    store = await Store.open(db)
+    scene = Scene.random(0)
+    tag = missed_tag(tiny_model, scene)
+    await answers_that_teach(store, tiny_model, tag)
+    learned = tmp_path / "learned-model"
+    async with InferenceEngine(tiny_model, CPU, version="zero-shot:tiny") as engine:
+        watcher = CheckpointWatcher(engine, learned, loader)
+        learner = Learner(engine, db, watcher, 24, started_from=lambda: "zero-shot:tiny")
+        assert await learner.learn_once()
+        assert engine.model_version == checkpoint_version(learned)
+        assert load_checkpoint(learned).spec.provenance["base"] == "zero-shot:tiny"
+        # Chats went on through the same store meanwhile, and still do.
+        service = HashtagService(engine, store, rate_limit=None)
+        suggestion = await service.suggest(UserRef("telegram", "p0"), [jpeg(seed=3)])
+        assert (await store.suggestion(suggestion.id)).model_version == engine.model_version
+    await store.close()
+
+
+# --- online quality per model version ----------------------------------------------------
+
+
+def sample(name: str, version: str) -> float:
+    from prometheus_client import REGISTRY
+
+    return REGISTRY.get_sample_value(f"{name}_total", {"model_version": version}) or 0.0
+
+
+async def test_quality_is_counted_per_model_version_once_per_answer(tiny_model, tmp_path):
+    store = await Store.open(tmp_path / "bot.sqlite3")
+    version = "quality-test"
+    async with InferenceEngine(tiny_model, CPU, version=version) as engine:
+        service = HashtagService(engine, store, rate_limit=None)
+        alice = UserRef("telegram", "alice")
+        first = await service.suggest(alice, [jpeg(seed=1)])
+        second = await service.suggest(alice, [jpeg(seed=2)])
+        shown = [tag for tag, _ in first.tags]
+        await service.accept(alice, first.id, shown[:2], source="button")
+        await service.accept(alice, first.id, source="reaction")  # 👍 after the button
+        await service.reject(alice, second.id, [second.tags[3][0]], source="button")
+    await store.close()
+    assert sample("hashtag_suggestions_shown", version) == 2
+    assert sample("hashtag_tags_accepted", version) == 10  # each shown tag once
+    assert sample("hashtag_first_tag_accepted", version) == 1
+    assert sample("hashtag_tags_rejected", version) == 1
