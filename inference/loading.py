@@ -128,7 +128,7 @@ def checkpoint_version(directory: Path) -> str:
 
 
 def zero_shot_version(model: str, pretrained: str) -> str:
-    return f"zero-shot:{model}:{Path(pretrained).name}"
+    return f"zero-shot:{Path(model).name}:{Path(pretrained).name}"
 
 
 def load_checkpoint(directory: Path) -> HashtagModel:

@@ -1,8 +1,12 @@
 """`python -m bot --console`: the whole loop in a terminal, on the real core and database."""
 
+import asyncio
+import sys
+
 import pytest
 import torch
 
+from bot.cli import main as bot_main
 from bot.console import NO_PHOTO_YET, run_console
 from bot.service import HashtagService
 from bot.store import Store
@@ -53,3 +57,36 @@ async def test_bad_input_gets_a_message_not_a_crash(service, tmp_path):
     assert out[1] == "No such file."
     assert "not an image" in out[2]
     assert out[3] == NO_PHOTO_YET
+
+
+async def test_a_scripted_console_session_runs_at_full_speed(tiny_clip_files, tmp_path):
+    """The console is the operator's own terminal: no per-person rate limit (a chat platform
+    would refuse the 9th photo of this burst)."""
+    photo = tmp_path / "photo.jpg"
+    photo.write_bytes(jpeg(seed=5))
+    script = "".join(f"{photo}\ny\n" for _ in range(60)) + "quit\n"
+    config_path, weights_path = tiny_clip_files
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "bot", "--console", "--model", config_path, "--pretrained",
+        weights_path, "--device", "cpu", "--db", str(tmp_path / "bot.sqlite3"),
+        stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )  # fmt: skip
+    out, _ = await asyncio.wait_for(process.communicate(script.encode()), 300)
+    text = out.decode()
+    assert process.returncode == 0, text
+    assert text.count("✅ Saved: #") == 60 and "Too many" not in text
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--rate-per-minute", "0"], "--rate-per-minute must be positive"),
+        (["--rate-burst", "many"], "invalid int value"),
+        (["--learn-every", "-1"], "--learn-every takes a positive number"),
+    ],
+)
+def test_bad_rate_and_learning_settings_are_usage_errors(argv, message, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        bot_main(["--console", *argv])
+    assert exit_info.value.code == 2 and message in capsys.readouterr().err

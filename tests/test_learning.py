@@ -5,6 +5,8 @@ import asyncio
 import json
 import logging
 import shutil
+import sqlite3
+import sys
 
 import numpy as np
 import pytest
@@ -336,3 +338,44 @@ async def test_quality_is_counted_per_model_version_once_per_answer(tiny_model, 
     assert sample("hashtag_tags_accepted", version) == 10  # each shown tag once
     assert sample("hashtag_first_tag_accepted", version) == 1
     assert sample("hashtag_tags_rejected", version) == 1
+
+
+# --- python -m bot --learn-every ---------------------------------------------------------
+
+
+async def run_console_bot(db, *options: str, script: str = "quit\n"):
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "bot", "--console", "--device", "cpu", "--db", str(db), *options,
+        stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )  # fmt: skip
+    out, _ = await asyncio.wait_for(process.communicate(script.encode()), 300)
+    return process.returncode, out.decode()
+
+
+async def test_the_bot_serves_its_learned_head_after_a_restart(tiny_model, checkpoint, tmp_path):
+    db, learned = tmp_path / "bot.sqlite3", tmp_path / "learned-model"
+    store = await Store.open(db)
+    await answers_that_teach(store, tiny_model, missed_tag(tiny_model, Scene.random(0)))
+    photos, _ = await store.answered_photos(tiny_model.encoder_id)
+    await store.close()
+    result = refit_head(tiny_model, photos, FeedbackOptions(), checkpoint_version(checkpoint))
+    publish_checkpoint(result.model, learned, result.report, with_onnx=False)
+    photo = tmp_path / "photo.jpg"
+    photo.write_bytes(jpeg(seed=1))
+    options = ("--checkpoint", str(checkpoint), "--learn-every", "24")
+    status, out = await run_console_bot(db, *options, script=f"{photo}\nquit\n")
+    assert status == 0 and "#" in out, out
+    with sqlite3.connect(db) as connection:
+        (version,) = connection.execute(
+            "SELECT model_version FROM suggestions ORDER BY id DESC LIMIT 1"
+        ).fetchone()
+    assert version == checkpoint_version(learned)
+    # A head learned on top of another model is never served on this one.
+    other = tmp_path / "other"
+    save_checkpoint(tiny_model, other)
+    config = json.loads((other / "config.json").read_text())
+    config["provenance"]["run"] = "another"
+    (other / "config.json").write_text(json.dumps(config))
+    status, out = await run_console_bot(db, "--checkpoint", str(other), "--learn-every", "24")
+    assert status == 2 and "learned on top of" in out
