@@ -150,4 +150,12 @@ def format_report(report: dict) -> str:
         f"{'newest answers':<24}" + "".join(f"{name:>13}" for name in METRIC_COLUMNS),
     ]
     lines += [metric_row(name, report["held_out"][name]) for name in ("current", "refitted")]
+    loss = report["held_out_loss"]
+    lines += [
+        "",
+        f"loss on the newest answers: current {loss['current']:.3f}, re-fitted "
+        f"{loss['refitted']:.3f} (lower explains them better; it must not rise)",
+        "precision@1 + recall@5 below the current head's, beyond two standard errors: "
+        f"{max(0.0, report['ranking_shortfall']):.3f} (must be 0)",
+    ]
     return "\n".join(lines)
