@@ -337,9 +337,7 @@ def answer_loss(logits: np.ndarray, part: _Labels, options: FeedbackOptions) -> 
     codes = torch.from_numpy(part.codes).long()
     cell_weight = torch.tensor([options.unlabelled_weight, options.shown_weight, 1.0, 1.0])
     loss = make_loss(options.loss)(
-        torch.from_numpy(logits).double(),
-        (codes == ACCEPTED).double(),
-        cell_weight.double()[codes],
+        torch.from_numpy(logits).float(), (codes == ACCEPTED).float(), cell_weight[codes]
     )
     return float(loss)
 

@@ -14,9 +14,18 @@ PAPER_VGG_OBJECT_SCENE = {"precision@1": 30.16, "recall@5": 21.38, "accuracy@5":
 
 
 def top_k_hits(scores: np.ndarray, truth: np.ndarray, k: int) -> np.ndarray:
-    """Per image, how many of the k best-scored tags are true. scores, truth: (images, tags)."""
-    top = np.argsort(-scores, axis=1, kind="stable")[:, :k]
-    return np.take_along_axis(truth, top, axis=1).sum(axis=1)
+    """Per image, how many of the k best-scored tags are true. scores, truth: (images, tags).
+
+    Ties at the k-th place go to the lower tag index, as a stable sort would order them; found
+    with a partition instead of a full sort, which matters at 100,000 images x 1,000 tags.
+    """
+    k = min(k, scores.shape[1])
+    kth_best = -np.partition(-scores, k - 1, axis=1)[:, k - 1 : k]
+    above = scores > kth_best
+    tied = scores == kth_best
+    places_left = k - above.sum(axis=1, keepdims=True)
+    chosen = above | (tied & (np.cumsum(tied, axis=1) <= places_left))
+    return (chosen & truth.astype(bool)).sum(axis=1)
 
 
 def ranking_metrics(scores: np.ndarray, truth: np.ndarray) -> dict[str, float]:
