@@ -119,8 +119,24 @@ class UserProfile:
 
 
 def caption_words(caption: str | None) -> set[str]:
-    """Lower-cased words and hashtags of a caption, '#' removed."""
-    return {word.lower() for word in re.findall(r"#?(\w+)", caption or "")}
+    """The caption's words and hashtags as hashtags read them: lower case, no '#' or
+    punctuation, singular (`Dogs!` and `dogs` mean #dog, `beaches` #beach)."""
+    return {singular(word.lower()) for word in re.findall(r"#?(\w+)", caption or "")}
+
+
+def singular(word: str) -> str:
+    """English plurals, by rule: enough to match a caption's words to hashtags.
+
+    A few lines rather than a library (inflect): only regular plurals matter here, and a wrong
+    guess costs nothing worse than a caption word that does not match.
+    """
+    if len(word) > 4 and word.endswith("ies"):
+        return word[:-3] + "y"  # puppies
+    if len(word) > 4 and word.endswith(("ches", "shes", "sses", "xes", "zes")):
+        return word[:-2]  # beaches, dishes, glasses, boxes
+    if len(word) > 3 and word.endswith("s") and not word.endswith(("ss", "us", "is")):
+        return word[:-1]  # dogs, shoes
+    return word
 
 
 def personalize(
@@ -146,7 +162,8 @@ def personalize(
         logits += _history_terms(candidates, embedding, profile, global_prior, weights)
     if caption and weights.caption:
         words = caption_words(caption)
-        logits += weights.caption * np.array([tag in words for tag in candidates], dtype=np.float64)
+        named = [tag in words or singular(tag) in words for tag in candidates]
+        logits += weights.caption * np.array(named, dtype=np.float64)
     if weights.trending and global_prior.recent_counts:
         logits += weights.trending * global_prior.trending_lift(candidates)
     order = np.argsort(-logits, kind="stable")

@@ -3,8 +3,9 @@
 import time
 
 import numpy as np
+import pytest
 
-from bot.personalize import GlobalPrior, UserProfile, Weights, personalize
+from bot.personalize import GlobalPrior, UserProfile, Weights, personalize, singular
 from bot.store import UserHistory
 
 NAMED = ["beach", "sea", "dog", "cat", "food", "sun"]
@@ -91,6 +92,21 @@ def test_the_caption_informs_the_ranking():
     assert ranked(SCORES, PHOTO_A, None, caption="Lunch with my #dog")[0] == "dog"
     no_caption = Weights(caption=0)
     assert ranked(SCORES, PHOTO_A, None, caption="dog", weights=no_caption)[0] == "beach"
+
+
+@pytest.mark.parametrize(
+    ("caption", "tag"),
+    [("dogs", "dog"), ("Dogs!", "dog"), ("my DOG.", "dog"), ("#Dogs", "dog"), ("two CATS", "cat")],
+)
+def test_caption_words_match_hashtags_whatever_their_case_plural_or_punctuation(caption, tag):
+    assert ranked(SCORES, PHOTO_A, None, caption=caption)[0] == tag
+
+
+def test_plurals_by_rule():
+    words = "beaches puppies glasses boxes dishes shoes dogs bus class"
+    assert [singular(word) for word in words.split()] == [
+        "beach", "puppy", "glass", "box", "dish", "shoe", "dog", "bus", "class",
+    ]  # fmt: skip
 
 
 def test_trending_is_optional_and_global():
