@@ -21,7 +21,13 @@ import numpy as np
 from bot import metrics
 from bot.personalize import GlobalPrior, UserProfile, Weights, personalize
 from bot.ratelimit import RateLimit, RateLimiter
-from bot.store import VERDICT_ACCEPT, VERDICT_REJECT, Store, StoredSuggestion
+from bot.store import (
+    VERDICT_ACCEPT,
+    VERDICT_REJECT,
+    Store,
+    StoredSuggestion,
+    StoreUnavailable,
+)
 from inference.engine import EngineBusy, InferenceEngine, Prediction
 from inference.images import ImageRejected
 from inference.vocab import normalize_hashtag
@@ -32,6 +38,7 @@ THUMBS_UP, THUMBS_DOWN = "👍", "👎"
 REACTION_VERDICTS = {THUMBS_UP: VERDICT_ACCEPT, THUMBS_DOWN: VERDICT_REJECT}
 TRENDING_WINDOW_DAYS = 7
 DEFAULT_RATE_LIMIT = RateLimit()
+PROFILE_MAX_AGE = 86_400.0  # seconds before a cached profile is rebuilt from the database
 
 
 @dataclass(frozen=True)
@@ -253,7 +260,7 @@ class HashtagService:
         """Take back what one source said (a removed reaction); returns the rows removed."""
         suggestion, user_id = await self.owned_suggestion(user, suggestion_id)
         removed = await self.store.remove_feedback(suggestion.id, source, verdict)
-        self._profiles.pop(user_id, None)
+        await self._refresh_profile(user_id, suggestion.id)
         metrics.FEEDBACK.labels(f"{source}_undo").inc()
         return removed
 
@@ -307,7 +314,7 @@ class HashtagService:
         source: str,
     ) -> None:
         new = await self.store.record_feedback(suggestion.id, user_id, tags, verdict, source)
-        self._profiles.pop(user_id, None)  # rebuilt from the database on the next photo
+        await self._refresh_profile(user_id, suggestion.id)
         metrics.FEEDBACK.labels(f"{source}_{'accept' if verdict > 0 else 'reject'}").inc()
         _count_quality(suggestion, new, verdict)
 
@@ -335,8 +342,31 @@ class HashtagService:
 
     # --- caches ------------------------------------------------------------------------
 
+    async def _refresh_profile(self, user_id: int, suggestion_id: int) -> None:
+        """Bring a cached profile up to date with one photo's answers: one small read and a few
+        counts, however long the person's history."""
+        profile = self._profiles.get(user_id)
+        if profile is None:
+            return
+        try:
+            photo = await self.store.user_history(user_id, suggestion_id)
+        except StoreUnavailable:
+            self._profiles.pop(user_id, None)  # the answer is stored; rebuild on the next photo
+            return
+        if photo.photos:
+            taken, embedding, verdicts = (
+                photo.photo_times[0],
+                photo.embeddings[0],
+                photo.verdicts[0],
+            )
+            profile.set_photo(suggestion_id, taken, embedding, verdicts)
+        else:
+            profile.remove_photo(suggestion_id)
+
     async def _profile(self, user_id: int) -> UserProfile:
         profile = self._profiles.pop(user_id, None)
+        if profile is not None and time.time() - profile.now > PROFILE_MAX_AGE:
+            profile = None  # time decay is computed from when it was built
         if profile is None:
             history = await self.store.user_history(user_id)
             profile = UserProfile.from_history(history, time.time(), self.weights)

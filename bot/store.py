@@ -66,6 +66,7 @@ class UserHistory:
     photo_times: np.ndarray  # (photos,) unix seconds
     embeddings: np.ndarray  # (photos, dim) float32
     verdicts: list[dict[str, int]]  # per photo: tag -> +1 / -1
+    photo_ids: list[int] | None = None  # the suggestion ids (None: numbered from 0)
 
     @property
     def photos(self) -> int:
@@ -254,13 +255,15 @@ class Store:
             cursor = await db.execute(query, parameters)
             return cursor.rowcount
 
-    async def user_history(self, user_id: int) -> UserHistory:
+    async def user_history(self, user_id: int, suggestion_id: int | None = None) -> UserHistory:
+        """The person's answered photos; with `suggestion_id`, only that one (if answered)."""
+        only_one = " AND f.suggestion_id = ?" if suggestion_id is not None else ""
         async with _unavailable_on_sqlite_errors():
             cursor = await self._db.execute(
                 "SELECT f.suggestion_id, f.tag, f.verdict, s.created_at, s.embedding "
                 "FROM feedback f JOIN suggestions s ON s.id = f.suggestion_id "
-                "WHERE f.user_id = ? ORDER BY f.suggestion_id, f.created_at",
-                (user_id,),
+                f"WHERE f.user_id = ?{only_one} ORDER BY f.suggestion_id, f.created_at",
+                (user_id,) if suggestion_id is None else (user_id, suggestion_id),
             )
             rows = await cursor.fetchall()
         photos: dict[int, tuple[float, bytes, dict[str, int]]] = {}
@@ -272,7 +275,7 @@ class Store:
         embeddings = (
             np.stack(vectors).astype(np.float32) if vectors else np.zeros((0, 0), np.float32)
         )
-        return UserHistory(times, embeddings, [p[2] for p in photos.values()])
+        return UserHistory(times, embeddings, [p[2] for p in photos.values()], list(photos))
 
     async def accepted_tag_counts(self, since: float | None = None) -> tuple[dict[str, int], int]:
         """Everyone's accepted tags (optionally since a time): per-tag photo counts, and photos."""

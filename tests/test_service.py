@@ -152,3 +152,21 @@ def test_hashtags_are_extracted_normalised_and_bounded():
     assert np.isfinite(len(extract_hashtags("#日本 #café"))) and extract_hashtags("#日本") == [
         "日本"
     ]
+
+
+async def test_an_answer_updates_the_cached_profile_without_rereading_the_history(service):
+    reads = []
+    full_history = service.store.user_history
+
+    async def counting(user_id, suggestion_id=None):
+        reads.append(suggestion_id)
+        return await full_history(user_id, suggestion_id)
+
+    service.store.user_history = counting
+    photo = jpeg(seed=30)
+    first = await service.suggest(ALICE, [photo])  # builds (and caches) Alice's profile
+    await service.add_own_tags(ALICE, first.id, "#lunaonthebeach")
+    await service.reject(ALICE, first.id, [first.tags[0][0]], source="button")
+    again = [tag for tag, _ in (await service.suggest(ALICE, [photo])).tags]
+    assert "lunaonthebeach" in again and first.tags[0][0] not in again[:1]
+    assert reads == [None, first.id, first.id]  # one whole history, then one photo per answer
