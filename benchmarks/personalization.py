@@ -37,8 +37,9 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bot.personalize import GlobalPrior, UserProfile, Weights, personalize
+from bot.personalize import GlobalPrior, Ranking, UserProfile, Weights, personalize, rank
 from bot.store import UserHistory
+from bot.trust import personal_order_won
 from inference.vocab import load_vocabulary
 
 CHECKPOINTS = (0, 5, 20, 100)
@@ -162,35 +163,37 @@ def simulate(world: World, people: list[Person], weights: Weights, seed: int) ->
     for person in people:
         person.posted.clear()
     now = time.time()
-    histories = [([], [], []) for _ in people]  # times, embeddings, verdicts
+    # One profile per person, updated in place after each answer, as the bot does.
+    profiles = [UserProfile(now, weights, EMBED_DIM) for _ in people]
+    everyone = GlobalPrior({}, 0, len(world.vocabulary))
     prior_counts: Counter = Counter()
-    prior_photos = 0
     results: dict = defaultdict(list)
     posted = 0
     for checkpoint in CHECKPOINTS:
         while posted < checkpoint:  # everyone posts, with feedback, up to the checkpoint
-            for person, history in zip(people, histories, strict=True):
+            for person, profile in zip(people, profiles, strict=True):
                 photo = person.post(world)
-                profile = _profile(history, now, weights)
-                prior = GlobalPrior(dict(prior_counts), prior_photos, len(world.vocabulary))
-                shown = _rank(world, photo, profile, prior, weights)[:SHOWN]
-                verdicts = feedback(photo, shown, world.rng)
-                history[0].append(now - (checkpoint - posted) * 3600)
-                history[1].append(photo.embedding)
-                history[2].append(verdicts)
+                everyone.counts = dict(prior_counts)
+                ranking = _rank(world, photo, profile, everyone, weights)
+                shown = ranking.shown(SHOWN)
+                verdicts = feedback(photo, ranking.tags[:SHOWN], world.rng)
+                won = personal_order_won(shown, verdicts)
+                taken = now - (checkpoint - posted) * 3600
+                profile.set_photo(profile.photos, taken, photo.embedding, verdicts, won)
+                everyone.trust_wins += won > 0
+                everyone.trust_losses += won < 0
                 accepted = [tag for tag, verdict in verdicts.items() if verdict > 0]
                 prior_counts.update(accepted)
-                prior_photos += bool(accepted)
+                everyone.photos += bool(accepted)
             posted += 1
-        prior = GlobalPrior(dict(prior_counts), prior_photos, len(world.vocabulary))
-        for person, history in zip(people, histories, strict=True):
+        everyone.counts = dict(prior_counts)
+        for person, profile in zip(people, profiles, strict=True):
             kind = "interest" if person.topics else "random"
-            profile = _profile(history, now, weights)
             scored = defaultdict(list)
             for _ in range(TEST_POSTS):
                 photo = person.post(world, remember=False)
                 plain = [world.vocabulary[i] for i in np.argsort(-photo.scores, kind="stable")]
-                mine = _rank(world, photo, profile, prior, weights)
+                mine = _rank(world, photo, profile, everyone, weights).tags
                 scored["plain"].append(recall_precision(plain, photo.truth))
                 scored["personal"].append(recall_precision(mine, photo.truth))
             for mode, values in scored.items():
@@ -205,26 +208,13 @@ def mean(result: dict, kind: str, checkpoint: int, mode: str) -> np.ndarray:
 
 def recall_delta(result: dict, kind: str, checkpoint: int) -> tuple[float, float]:
     """Personalised minus plain recall@5, and its standard error over people."""
-    per_person = (
-        result[kind, checkpoint, "personal"][:, 0] - result[kind, checkpoint, "plain"][:, 0]
-    )
+    personal, plain = result[kind, checkpoint, "personal"], result[kind, checkpoint, "plain"]
+    per_person = personal[:, 0] - plain[:, 0]
     return float(per_person.mean()), float(per_person.std(ddof=1) / np.sqrt(len(per_person)))
 
 
-def _profile(history, now: float, weights: Weights) -> UserProfile | None:
-    times, embeddings, verdicts = history
-    if not times:
-        return None
-    return UserProfile.from_history(
-        UserHistory(np.array(times), np.stack(embeddings).astype(np.float32), verdicts),
-        now,
-        weights,
-    )
-
-
-def _rank(world: World, photo: Photo, profile, prior: GlobalPrior, weights: Weights) -> list[str]:
-    ranked = personalize(photo.scores, world.vocabulary, photo.embedding, profile, prior, weights)
-    return [tag for tag, _ in ranked]
+def _rank(world: World, photo: Photo, profile, prior: GlobalPrior, weights: Weights) -> Ranking:
+    return rank(photo.scores, world.vocabulary, photo.embedding, profile, prior, weights)
 
 
 def search(labels: Path, seed: int, users: int) -> Weights:

@@ -19,13 +19,13 @@ benchmarks/README.md).
 
 from __future__ import annotations
 
-import math
 import re
 from dataclasses import dataclass
 
 import numpy as np
 
 from bot.store import UserHistory
+from bot.trust import everyones_rate, trust_multiplier
 
 SECONDS_PER_DAY = 86_400.0
 # Without any global feedback, assume about this many tags per photo, spread evenly.
@@ -50,6 +50,7 @@ class Weights:
     half_life_days: float = 365.0
     neighbours: int = 10
     min_similarity: float = 0.6  # cosine between CLIP image embeddings
+    earned_trust: bool = True  # scale the history terms by each person's trust (bot/trust.py)
 
 
 @dataclass
@@ -61,6 +62,8 @@ class GlobalPrior:
     vocabulary_size: int
     recent_counts: dict[str, float] | None = None
     recent_photos: float = 0.0
+    trust_wins: float = 0.0  # everyone's answered photos where personalisation won / lost
+    trust_losses: float = 0.0
 
     def probability(self, tags: list[str]) -> np.ndarray:
         """Share of everyone's photos that got each tag, smoothed towards an even spread."""
@@ -99,15 +102,18 @@ class UserProfile:
         self.accepted_weight = np.zeros(0)  # (tags,) decayed photos with the tag accepted
         self.rejected_weight = np.zeros(0)  # (tags,) decayed rejections
         self.accepted_photos = 0.0  # decayed photos with at least one accepted tag
+        self._evidence: list[int] = []  # per row: did personalisation win (+1), lose (-1)?
+        self.wins = self.losses = 0
 
     @classmethod
     def from_history(cls, history: UserHistory, now: float, weights: Weights) -> UserProfile:
         profile = cls(now, weights, history.embeddings.shape[1] if history.photos else 0)
         ids = history.photo_ids or range(history.photos)
-        for photo_id, taken, embedding, verdicts in zip(
-            ids, history.photo_times, history.embeddings, history.verdicts, strict=True
+        evidence = history.evidence or [0] * history.photos
+        for photo_id, taken, embedding, verdicts, won in zip(
+            ids, history.photo_times, history.embeddings, history.verdicts, evidence, strict=True
         ):
-            profile.set_photo(photo_id, taken, embedding, verdicts)
+            profile.set_photo(photo_id, taken, embedding, verdicts, won)
         return profile
 
     @property
@@ -126,10 +132,21 @@ class UserProfile:
     def is_empty(self) -> bool:
         return not self.tags
 
+    def trust(self, prior: GlobalPrior) -> float:
+        """How strongly this person's history terms count (bot/trust.py)."""
+        everyone = everyones_rate(prior.trust_wins, prior.trust_losses)
+        return trust_multiplier(self.wins, self.losses, everyone)
+
     def set_photo(
-        self, photo_id: int, taken: float, embedding: np.ndarray, verdicts: dict[str, int]
+        self,
+        photo_id: int,
+        taken: float,
+        embedding: np.ndarray,
+        verdicts: dict[str, int],
+        evidence: int = 0,
     ) -> None:
-        """What the person now says about one photo (all of it: the latest verdict per tag)."""
+        """What the person now says about one photo (all of it: the latest verdict per tag),
+        and whether personalisation won on it (bot.trust.personal_order_won)."""
         accepted = self._columns(tag for tag, verdict in verdicts.items() if verdict > 0)
         rejected = self._columns(tag for tag, verdict in verdicts.items() if verdict < 0)
         row = self._row.get(photo_id)
@@ -138,6 +155,7 @@ class UserProfile:
         else:
             self._count(row, -1)
         self.accepted_rows[row], self.rejected_rows[row] = accepted, rejected
+        self._evidence[row] = evidence
         self._count(row, +1)
 
     def remove_photo(self, photo_id: int) -> None:
@@ -153,8 +171,10 @@ class UserProfile:
             self._embeddings[row], self._weights[row] = self._embeddings[last], self._weights[last]
             self.accepted_rows[row] = self.accepted_rows[last]
             self.rejected_rows[row] = self.rejected_rows[last]
+            self._evidence[row] = self._evidence[last]
         self.accepted_rows.pop()
         self.rejected_rows.pop()
+        self._evidence.pop()
 
     def nbytes(self) -> int:
         """Memory held by the arrays (the Python containers add about 200 bytes a photo)."""
@@ -193,9 +213,12 @@ class UserProfile:
         self._row[photo_id] = row
         self.accepted_rows.append(np.zeros(0, dtype=np.int32))
         self.rejected_rows.append(np.zeros(0, dtype=np.int32))
+        self._evidence.append(0)
         return row
 
     def _count(self, row: int, sign: int) -> None:
+        self.wins += sign * (self._evidence[row] > 0)
+        self.losses += sign * (self._evidence[row] < 0)
         weight = sign * self._weights[row]
         self.accepted_weight[self.accepted_rows[row]] += weight
         self.rejected_weight[self.rejected_rows[row]] += weight
@@ -224,6 +247,30 @@ def singular(word: str) -> str:
     return word
 
 
+@dataclass
+class Ranking:
+    """Every candidate tag, best first, with what went into its place."""
+
+    tags: list[str]
+    scores: np.ndarray  # final score (a probability), best first
+    model: np.ndarray  # the model's own logit
+    personal: np.ndarray  # the model's logit plus the history terms at full strength
+
+    def top(self, k: int | None = None) -> list[tuple[str, float]]:
+        return [
+            (tag, float(score)) for tag, score in zip(self.tags[:k], self.scores[:k], strict=True)
+        ]
+
+    def shown(self, k: int) -> list[list]:
+        """What the store keeps of the top k: what bot.trust judges personalisation by."""
+        return [
+            [tag, round(float(score), 4), round(float(model), 3), round(float(personal), 3)]
+            for tag, score, model, personal in zip(
+                self.tags[:k], self.scores[:k], self.model[:k], self.personal[:k], strict=True
+            )
+        ]
+
+
 def personalize(
     scores: np.ndarray,
     vocabulary: list[str],
@@ -234,6 +281,18 @@ def personalize(
     caption: str | None = None,
 ) -> list[tuple[str, float]]:
     """Every candidate tag (vocabulary + the person's own), best first, with its final score."""
+    return rank(scores, vocabulary, embedding, profile, global_prior, weights, caption).top()
+
+
+def rank(
+    scores: np.ndarray,
+    vocabulary: list[str],
+    embedding: np.ndarray,
+    profile: UserProfile | None,
+    global_prior: GlobalPrior,
+    weights: Weights,
+    caption: str | None = None,
+) -> Ranking:
     known = set(vocabulary)
     own_tags = [tag for tag in (profile.tags if profile else []) if tag not in known]
     candidates = [*vocabulary, *own_tags]
@@ -241,10 +300,13 @@ def personalize(
     base = np.concatenate(
         [np.asarray(scores, dtype=np.float64), global_prior.probability(own_tags)]
     )
-    logits = _logit(base)
-
+    model = _logit(base)
+    history = np.zeros_like(model)
+    trust = 1.0
     if profile is not None and not profile.is_empty:
-        logits += _history_terms(candidates, embedding, profile, global_prior, weights)
+        history = _history_terms(candidates, embedding, profile, global_prior, weights)
+        trust = profile.trust(global_prior) if weights.earned_trust else 1.0
+    logits = model + trust * history
     if caption and weights.caption:
         words = caption_words(caption)
         named = [tag in words or singular(tag) in words for tag in candidates]
@@ -252,7 +314,12 @@ def personalize(
     if weights.trending and global_prior.recent_counts:
         logits += weights.trending * global_prior.trending_lift(candidates)
     order = np.argsort(-logits, kind="stable")
-    return [(candidates[i], _sigmoid(logits[i])) for i in order]
+    return Ranking(
+        [candidates[i] for i in order],
+        _sigmoid(logits[order]),
+        model[order],
+        (model + history)[order],
+    )
 
 
 def _history_terms(
@@ -311,5 +378,5 @@ def _logit(p: np.ndarray) -> np.ndarray:
     return np.log(p) - np.log1p(-p)
 
 
-def _sigmoid(x: float) -> float:
-    return 1 / (1 + math.exp(-x)) if x >= 0 else math.exp(x) / (1 + math.exp(x))
+def _sigmoid(x: np.ndarray) -> np.ndarray:
+    return np.exp(-np.logaddexp(0.0, -x))  # 1 / (1 + e^-x), without overflow

@@ -19,7 +19,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from bot import metrics
-from bot.personalize import GlobalPrior, UserProfile, Weights, personalize
+from bot.personalize import GlobalPrior, UserProfile, Weights, rank
 from bot.ratelimit import RateLimit, RateLimiter
 from bot.store import (
     VERDICT_ACCEPT,
@@ -169,7 +169,7 @@ class HashtagService:
             raise RateLimited(wait)
         post = await self._predict_post(images)
         user_id = await self.store.user_id(user.platform, user.user_id)
-        ranked = personalize(
+        ranking = rank(
             post.scores,
             post.vocabulary,
             post.embedding,
@@ -178,9 +178,14 @@ class HashtagService:
             self.weights,
             caption,
         )
-        shown = ranked[: self.top_k]
+        shown = ranking.top(self.top_k)
         suggestion_id = await self.store.add_suggestion(
-            user_id, user.platform, post.embedding, shown, post.model_version, post.encoder
+            user_id,
+            user.platform,
+            post.embedding,
+            ranking.shown(self.top_k),
+            post.model_version,
+            post.encoder,
         )
         metrics.SHOWN.labels(post.model_version).inc()
         caption_tags = extract_hashtags(caption)
@@ -385,6 +390,7 @@ class HashtagService:
         ):
             counts, photos = await self.store.accepted_tag_counts()
             prior = GlobalPrior(counts, photos, vocabulary_size)
+            prior.trust_wins, prior.trust_losses = await self.store.personalisation_record()
             if self.weights.trending:
                 since = time.time() - TRENDING_WINDOW_DAYS * 86_400
                 prior.recent_counts, prior.recent_photos = await self.store.accepted_tag_counts(

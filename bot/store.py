@@ -24,6 +24,7 @@ import aiosqlite
 import numpy as np
 
 from bot.schema import migrate
+from bot.trust import personal_order_won
 
 BUSY_TIMEOUT_MS = 5000
 DEFAULT_DB = "hashtag-bot.sqlite3"
@@ -67,6 +68,7 @@ class UserHistory:
     embeddings: np.ndarray  # (photos, dim) float32
     verdicts: list[dict[str, int]]  # per photo: tag -> +1 / -1
     photo_ids: list[int] | None = None  # the suggestion ids (None: numbered from 0)
+    evidence: list[int] | None = None  # per photo: did personalisation win? (bot.trust)
 
     @property
     def photos(self) -> int:
@@ -166,10 +168,11 @@ class Store:
         user_id: int,
         platform: str,
         embedding: np.ndarray,
-        shown: list[tuple[str, float]],
+        shown: list[tuple[str, float]] | list[list],
         model_version: str,
         encoder: str | None = None,
     ) -> int:
+        """`shown`: (tag, score), or Ranking.shown's entries with the logits bot.trust needs."""
         async with self._transaction() as db:
             cursor = await db.execute(
                 "INSERT INTO suggestions (user_id, created_at, model_version, embedding, shown, "
@@ -179,7 +182,9 @@ class Store:
                     time.time(),
                     model_version,
                     np.asarray(embedding, dtype=np.float16).tobytes(),
-                    json.dumps([[tag, round(float(score), 4)] for tag, score in shown]),
+                    json.dumps(
+                        [[entry[0], round(float(entry[1]), 4), *entry[2:]] for entry in shown]
+                    ),
                     platform,
                     encoder,
                 ),
@@ -214,7 +219,7 @@ class Store:
             row = await cursor.fetchone()
         if row is None:
             return None
-        shown = [(tag, score) for tag, score in json.loads(row[3])]
+        shown = [(tag, score) for tag, score, *_ in json.loads(row[3])]
         return StoredSuggestion(row[0], row[1], row[2], shown, row[4], row[5], row[6], row[7])
 
     async def record_feedback(
@@ -240,6 +245,7 @@ class Store:
                 "DO UPDATE SET verdict = excluded.verdict, created_at = excluded.created_at",
                 rows,
             )
+            await _judge_personalisation(db, suggestion_id)
         return [tag for tag in tags if tag not in before]
 
     async def remove_feedback(
@@ -253,6 +259,7 @@ class Store:
             parameters += (verdict,)
         async with self._transaction() as db:
             cursor = await db.execute(query, parameters)
+            await _judge_personalisation(db, suggestion_id)
             return cursor.rowcount
 
     async def user_history(self, user_id: int, suggestion_id: int | None = None) -> UserHistory:
@@ -260,22 +267,38 @@ class Store:
         only_one = " AND f.suggestion_id = ?" if suggestion_id is not None else ""
         async with _unavailable_on_sqlite_errors():
             cursor = await self._db.execute(
-                "SELECT f.suggestion_id, f.tag, f.verdict, s.created_at, s.embedding "
-                "FROM feedback f JOIN suggestions s ON s.id = f.suggestion_id "
+                "SELECT f.suggestion_id, f.tag, f.verdict, s.created_at, s.embedding, "
+                "s.personal_won FROM feedback f JOIN suggestions s ON s.id = f.suggestion_id "
                 f"WHERE f.user_id = ?{only_one} ORDER BY f.suggestion_id, f.created_at",
                 (user_id,) if suggestion_id is None else (user_id, suggestion_id),
             )
             rows = await cursor.fetchall()
-        photos: dict[int, tuple[float, bytes, dict[str, int]]] = {}
-        for suggestion_id, tag, verdict, created_at, embedding in rows:
-            photo = photos.setdefault(suggestion_id, (created_at, embedding, {}))
+        photos: dict[int, tuple[float, bytes, dict[str, int], int]] = {}
+        for suggestion_id, tag, verdict, created_at, embedding, won in rows:
+            photo = photos.setdefault(suggestion_id, (created_at, embedding, {}, won))
             photo[2][tag] = verdict  # rows come oldest first: the latest verdict wins
         times = np.array([p[0] for p in photos.values()], dtype=np.float64)
         vectors = [np.frombuffer(p[1], dtype=np.float16) for p in photos.values()]
         embeddings = (
             np.stack(vectors).astype(np.float32) if vectors else np.zeros((0, 0), np.float32)
         )
-        return UserHistory(times, embeddings, [p[2] for p in photos.values()], list(photos))
+        return UserHistory(
+            times,
+            embeddings,
+            [p[2] for p in photos.values()],
+            list(photos),
+            [p[3] for p in photos.values()],
+        )
+
+    async def personalisation_record(self) -> tuple[int, int]:
+        """Everyone's answered photos where personalisation won, and where it lost."""
+        async with _unavailable_on_sqlite_errors():
+            cursor = await self._db.execute(
+                "SELECT COALESCE(SUM(personal_won > 0), 0), COALESCE(SUM(personal_won < 0), 0) "
+                "FROM suggestions"
+            )
+            wins, losses = await cursor.fetchone()
+        return wins, losses
 
     async def accepted_tag_counts(self, since: float | None = None) -> tuple[dict[str, int], int]:
         """Everyone's accepted tags (optionally since a time): per-tag photo counts, and photos."""
@@ -337,6 +360,22 @@ class Store:
         """Delete the person and, by cascade, every suggestion and verdict of theirs."""
         async with self._transaction() as db:
             await db.execute("DELETE FROM users WHERE id = ?", (user_id,))
+
+
+async def _judge_personalisation(db: aiosqlite.Connection, suggestion_id: int) -> None:
+    """Keep suggestions.personal_won in step with the answers on one photo (bot/trust.py)."""
+    shown = json.loads(
+        await _scalar(db, "SELECT shown FROM suggestions WHERE id = ?", (suggestion_id,))
+    )
+    cursor = await db.execute(
+        "SELECT tag, verdict FROM feedback WHERE suggestion_id = ? ORDER BY created_at",
+        (suggestion_id,),
+    )
+    verdicts = dict(await cursor.fetchall())  # the latest verdict per tag wins
+    await db.execute(
+        "UPDATE suggestions SET personal_won = ? WHERE id = ?",
+        (personal_order_won(shown, verdicts), suggestion_id),
+    )
 
 
 async def _scalar(db: aiosqlite.Connection, query: str, parameters: tuple = ()):

@@ -1,0 +1,92 @@
+"""Trust earned per person: history terms count as much as the person's history has earned."""
+
+import time
+
+import numpy as np
+import pytest
+
+from bot.personalize import GlobalPrior, UserProfile, Weights, personalize
+from bot.store import Store
+from bot.trust import TRUST_MAX, personal_order_won, trust_multiplier
+
+NOW = time.time()
+VOCAB = ["beach", "sea", "dog", "cat", "food", "sun"] + [f"filler{i}" for i in range(94)]
+SCORES = np.array([0.6, 0.55, 0.5, 0.45, 0.4, 0.35] + [0.01] * 94, np.float32)
+PHOTO = np.array([1, 0, 0, 0], np.float32)
+
+# [tag, shown score, model logit, full-strength personalised logit], in the order shown.
+SHOWN = [["dog", 0.9, 0.1, 3.0], ["beach", 0.8, 2.0, 2.0], ["sea", 0.7, 1.0, 1.0]]
+
+
+@pytest.mark.parametrize(
+    ("verdicts", "expected"),
+    [
+        ({"dog": 1}, 1),  # the hashtag the history brought up was the one accepted
+        ({"beach": 1}, -1),  # the history pushed the accepted one down
+        ({"dog": -1, "beach": 1, "sea": 1}, -1),
+        ({}, 0),  # nothing accepted: nothing to judge
+        ({"dog": 1, "beach": 1, "sea": 1}, 0),  # everything accepted: any order is as good
+    ],
+)
+def test_a_photo_is_judged_on_the_hashtags_that_were_shown(verdicts, expected):
+    assert personal_order_won(SHOWN, verdicts) == expected
+
+
+def test_old_suggestions_without_logits_say_nothing():
+    assert personal_order_won([["dog", 0.9], ["beach", 0.8]], {"dog": 1}) == 0
+
+
+def test_trust_is_shrunk_towards_everyone_and_bounded():
+    assert trust_multiplier(0, 0, everyone=0.75) == pytest.approx(1.0)  # today's weights
+    assert trust_multiplier(0, 40, everyone=0.75) == 0.0  # always wrong: the model's ranking
+    assert trust_multiplier(200, 0, everyone=0.75) == pytest.approx(TRUST_MAX, rel=0.05)
+    one_loss, two_losses = trust_multiplier(0, 1, 0.75), trust_multiplier(0, 2, 0.75)
+    assert 1.0 > one_loss > two_losses > 0  # a little evidence moves it a little
+
+
+def profile_with(evidence: list[int]) -> UserProfile:
+    """Five photos on which the person accepted #dog, with the given record."""
+    profile = UserProfile(NOW, Weights(), 4)
+    for i, won in enumerate(evidence):
+        profile.set_photo(i, NOW, np.array([0, 1, 0, 0], np.float32), {"dog": 1}, won)
+    return profile
+
+
+DEFAULTS, WITHOUT_TRUST = Weights(), Weights(earned_trust=False)
+
+
+def ranked(profile: UserProfile, weights: Weights = DEFAULTS) -> list[str]:
+    prior = GlobalPrior({}, 0, len(VOCAB))
+    return [tag for tag, _ in personalize(SCORES, VOCAB, PHOTO, profile, prior, weights)]
+
+
+def test_a_person_whose_history_never_helped_gets_the_models_ranking():
+    plain = [VOCAB[i] for i in np.argsort(-SCORES, kind="stable")]
+    assert ranked(profile_with([-1] * 30)) == plain
+    assert ranked(profile_with([-1] * 30), WITHOUT_TRUST)[0] == "dog"
+
+
+def test_a_person_whose_history_keeps_helping_gets_more_than_the_defaults():
+    def lift(profile: UserProfile, weights: Weights = DEFAULTS) -> float:
+        prior = GlobalPrior({}, 0, len(VOCAB))
+        return dict(personalize(SCORES, VOCAB, PHOTO, profile, prior, weights))["dog"]
+
+    earned, untested = lift(profile_with([1] * 30)), lift(profile_with([0] * 30))
+    assert earned > untested == pytest.approx(lift(profile_with([1] * 30), WITHOUT_TRUST))
+
+
+async def test_the_store_keeps_each_photos_verdict_on_personalisation(tmp_path):
+    store = await Store.open(tmp_path / "bot.sqlite3")
+    try:
+        user = await store.user_id("telegram", "1")
+        photo = await store.add_suggestion(user, "telegram", PHOTO, SHOWN, "v")
+        await store.record_feedback(photo, user, ["dog"], 1, "button")
+        assert (await store.personalisation_record()) == (1, 0)
+        history = await store.user_history(user)
+        assert history.evidence == [1]
+        await store.record_feedback(photo, user, ["beach"], 1, "typed")
+        await store.remove_feedback(photo, "button")  # only #beach is left: a loss
+        assert (await store.personalisation_record()) == (0, 1)
+        assert (await store.suggestion(photo)).shown == [("dog", 0.9), ("beach", 0.8), ("sea", 0.7)]
+    finally:
+        await store.close()
