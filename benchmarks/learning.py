@@ -1,9 +1,10 @@
 """Does learning from everyone's answers help newcomers, how long does a re-fit take, and how
 long does swapping the head pause serving?
 
-    python benchmarks/learning.py [--labels ../shared/harrison] [--answers 500] [--every 100]
+    python benchmarks/learning.py [--answers 500] [--every 100]
 
-1. Newcomers. Simulated people post photos whose true hashtags are real HARRISON tag lists.
+1. Newcomers. Simulated people post photos whose true hashtags are drawn from HARRISON's label
+   statistics (benchmarks/harrison.py).
    Photo embeddings (512-d, like ViT-B-32's) are the sum of a vector per true hashtag, each
    with its own visual strength (#love shows less in a photo than #beach), plus noise, plus a
    direction all photos share (CLIP's embeddings have one). The starting head is
@@ -43,6 +44,7 @@ from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from benchmarks.harrison import TagLists
 from bot.learning import CheckpointWatcher, checkpoint_stamp
 from bot.store import VERDICT_ACCEPT, VERDICT_REJECT, Store
 from finetune.feedback import FeedbackOptions, refit_head
@@ -61,22 +63,21 @@ TINY_VISION = {"image_size": 32, "layers": 1, "width": 64, "patch_size": 8, "hea
 class World:
     """HARRISON's tag lists, a photo-embedding model and a zero-shot-like starting head."""
 
-    def __init__(self, labels: Path, seed: int):
+    def __init__(self, seed: int):
         self.rng = np.random.default_rng(seed)
         self.vocabulary = load_vocabulary()
         self.index = {tag: i for i, tag in enumerate(self.vocabulary)}
-        lines = (labels / "tag_list.txt").read_text().splitlines()
-        self.tag_lists = [
-            line.split() for line in lines if any(t in self.index for t in line.split())
-        ]
+        self.tag_lists = TagLists()
         self.vectors = self.rng.normal(size=(len(self.vocabulary), DIM)) / np.sqrt(DIM)
         self.visual_strength = self.rng.uniform(0.2, 1.0, len(self.vocabulary))
         shared = self.rng.normal(size=DIM)
         self.shared = shared / np.linalg.norm(shared)
 
     def photo(self) -> tuple[np.ndarray, set[str]]:
-        tags = self.tag_lists[self.rng.integers(len(self.tag_lists))]
-        known = [self.index[tag] for tag in tags if tag in self.index]
+        known = []
+        while not known:  # a photo with at least one vocabulary hashtag
+            tags = self.tag_lists.draw(self.rng)
+            known = [self.index[tag] for tag in tags if tag in self.index]
         vector = (self.visual_strength[known, None] * self.vectors[known]).sum(axis=0)
         vector += self.rng.normal(0, PHOTO_NOISE / np.sqrt(DIM), DIM)
         vector = vector / np.linalg.norm(vector) + self.shared
@@ -285,16 +286,14 @@ async def _answers_for_swap(world: World, model: HashtagModel, folder: Path):
 
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    default_labels = Path(__file__).resolve().parents[2] / "shared" / "harrison"
-    parser.add_argument("--labels", type=Path, default=default_labels)
     parser.add_argument("--answers", type=int, default=500)
     parser.add_argument("--every", type=int, default=100)
     parser.add_argument("--large", type=int, default=100_000, help="answers for the re-fit time")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     torch.manual_seed(args.seed)
-    world = World(args.labels, args.seed)
-    print(f"{len(world.tag_lists)} HARRISON tag lists; {torch.get_num_threads()} torch threads")
+    world = World(args.seed)
+    print(f"{torch.get_num_threads()} torch threads")
     with tempfile.TemporaryDirectory() as folder:
         curve = await learning_curve(world, args.answers, args.every, Path(folder))
         seconds = await refit_time(world, args.large, Path(folder))

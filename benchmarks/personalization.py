@@ -1,8 +1,9 @@
 """Does personalisation help, how fast, and does it hurt anyone? A simulation on HARRISON.
 
-    python benchmarks/personalization.py [--labels ../shared/harrison] [--search]
+    python benchmarks/personalization.py [--search]
 
-Simulated people post photos whose true hashtags are real HARRISON tag lists:
+Simulated people post photos whose true hashtags are drawn from HARRISON's label statistics
+(benchmarks/harrison.py: per topic, how often each hashtag was used):
 - "interest" users have 2-3 favourite topics (photos drawn from HARRISON's folders for those
   topics), a personal hashtag outside the vocabulary (their handle, on 80 % of posts) and a
   signature hashtag from the vocabulary (on 60 %);
@@ -37,6 +38,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from benchmarks.harrison import TagLists, TopicStatistics
 from bot.personalize import GlobalPrior, Ranking, UserProfile, Weights, personalize, rank
 from bot.store import UserHistory
 from bot.trust import personal_order_won
@@ -58,23 +60,22 @@ class Photo:
 class World:
     """HARRISON's tag lists, a noisy image model and a photo-embedding model."""
 
-    def __init__(self, labels: Path, seed: int):
+    def __init__(self, seed: int):
         self.rng = np.random.default_rng(seed)
         self.vocabulary = load_vocabulary()
         self.index = {tag: i for i, tag in enumerate(self.vocabulary)}
-        names = (labels / "data_list.txt").read_text().split()
-        tag_lines = (labels / "tag_list.txt").read_text().splitlines()
-        self.by_topic: dict[str, list[list[str]]] = defaultdict(list)
-        self.all_lines = []
-        for name, line in zip(names, tag_lines, strict=False):
-            tags = line.split()
-            if any(tag in self.index for tag in tags):
-                self.by_topic[name.split("/")[1]].append(tags)
-                self.all_lines.append(tags)
-        counts = Counter(tag for tags in self.all_lines for tag in tags if tag in self.index)
+        self.tag_lists = TagLists()
+        counts = TopicStatistics.load().frequency()
         frequency = np.array([counts[tag] + 1 for tag in self.vocabulary], dtype=np.float64)
         self.popularity = np.log(frequency / frequency.max())
         self.tag_vectors = self.rng.normal(size=(len(self.vocabulary), EMBED_DIM))
+
+    def draw_tags(self, topic: str | None) -> list[str]:
+        """A HARRISON-like tag list with at least one vocabulary hashtag."""
+        while True:
+            tags = self.tag_lists.draw(self.rng, topic)
+            if any(tag in self.index for tag in tags):
+                return tags
 
     def photo(self, tags: list[str], extra: set[str]) -> Photo:
         truth = set(tags) | extra
@@ -118,20 +119,18 @@ class Person:
 
     def _new_photo(self, world: World) -> Photo:
         rng = world.rng
-        if self.topics:
-            pool = world.by_topic[self.topics[rng.integers(len(self.topics))]]
-        else:
-            pool = world.all_lines
+        topic = self.topics[rng.integers(len(self.topics))] if self.topics else None
+        tags = world.draw_tags(topic)
         extra = set()
         if self.handle and rng.random() < 0.8:
             extra.add(self.handle)
         if self.signature and rng.random() < 0.6:
             extra.add(self.signature)
-        return world.photo(pool[rng.integers(len(pool))], extra)
+        return world.photo(tags, extra)
 
 
 def make_people(world: World, interest_users: int, random_users: int) -> list[Person]:
-    topics = sorted(world.by_topic)
+    topics = world.tag_lists.topics
     people = []
     for i in range(interest_users):
         chosen = list(world.rng.choice(topics, size=world.rng.integers(2, 4), replace=False))
@@ -217,14 +216,14 @@ def _rank(world: World, photo: Photo, profile, prior: GlobalPrior, weights: Weig
     return rank(photo.scores, world.vocabulary, photo.embedding, profile, prior, weights)
 
 
-def search(labels: Path, seed: int, users: int) -> Weights:
+def search(seed: int, users: int) -> Weights:
     """The grid search behind the defaults, on its own, separately seeded population.
 
     Rule: the largest gain for people with habits after 20 posts, among the settings that cost
     people without habits at most MAX_HARM of recall@5 (after 20 and after 100 posts). Printed
     for the record; what the benchmark reports is always the shipped Weights().
     """
-    world = World(labels, seed + 1)
+    world = World(seed + 1)
     people = make_people(world, users, users)
     grid = itertools.product((0.5, 1.0), (5.0, 20.0, 50.0), (2.0, 4.0, 8.0))
     scored = []
@@ -285,8 +284,6 @@ def profile_figures(seed: int) -> dict[str, float]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    default_labels = Path(__file__).resolve().parents[2] / "shared" / "harrison"
-    parser.add_argument("--labels", type=Path, default=default_labels)
     parser.add_argument("--users", type=int, default=60, help="people with habits")
     parser.add_argument(
         "--random-users", type=int, default=300, help="people without habits (default 300)"
@@ -300,11 +297,11 @@ def main() -> None:
     args = parser.parse_args()
 
     if args.search:
-        search(args.labels, args.seed, args.users // 2)
-    world = World(args.labels, args.seed)
+        search(args.seed, args.users // 2)
+    world = World(args.seed)
     people = make_people(world, args.users, args.random_users)
     weights = Weights()  # what the bot ships
-    print(f"{len(world.all_lines)} HARRISON tag lists, {len(people)} simulated people")
+    print(f"{len(world.tag_lists.topics)} HARRISON topics, {len(people)} simulated people")
     result = simulate(world, people, weights, seed=args.seed)
     print(f"\n{'':<28}{'recall@5':>18}{'precision@1':>22}{'recall@5 delta':>22}")
     print(f"{'':<28}{'plain':>9}{'personal':>9}{'plain':>11}{'personal':>11}{'(+- s.e.)':>22}")

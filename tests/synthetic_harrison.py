@@ -1,60 +1,60 @@
-"""A small dataset in HARRISON's layout that a tiny model can learn.
+"""Small datasets in HARRISON's layout, drawn from HARRISON's label statistics.
 
-Tag lists are real lines of HARRISON's `tag_list.txt`, so label statistics (how many tags per
-image, which tags go together, out-of-vocabulary tags) are the real ones. Each image draws its
-vocabulary tags: tag i lights up cell i of a 4x4 grid, one ViT patch per cell at 32 px.
+Tag lists come from benchmarks/harrison.py (per topic, how often each hashtag was used), so
+how many tags an image has and which are common, rare or outside the vocabulary follow the real
+data. `write_synthetic_harrison` also draws each image so that a tiny model can learn it: its
+vocabulary tag i lights up cell i of a 4x4 grid, one ViT patch per cell at 32 px.
 """
 
 from __future__ import annotations
 
-import os
-from collections import Counter
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
+from benchmarks.harrison import TagLists, TopicStatistics
+
 GRID = 4
 VOCAB_SIZE = GRID * GRID
 
 
-def harrison_labels_dir() -> Path:
-    configured = os.environ.get("HARRISON_LABELS_DIR")
-    return (
-        Path(configured)
-        if configured
-        else Path(__file__).resolve().parents[2] / "shared" / "harrison"
-    )
+def draw_labels(count: int, seed: int, vocabulary: list[str] | None = None):
+    """(HARRISON-style image names, tag lists); with `vocabulary`, only lists that hold one
+    of its hashtags."""
+    rng, lists = np.random.default_rng(seed), TagLists()
+    known = set(vocabulary or [])
+    names, tag_lists = [], []
+    while len(names) < count:
+        topic = lists.pick_topic(rng)
+        tags = lists.draw(rng, topic)
+        if known and not known.intersection(tags):
+            continue
+        names.append(f"instagram_dataset/{topic}/image_{len(names)}.jpg")
+        tag_lists.append(tags)
+    return names, tag_lists
 
 
-def read_real_tag_lists() -> tuple[list[str], list[list[str]]]:
-    folder = harrison_labels_dir()
-    paths = (folder / "data_list.txt").read_text().split("\n")
-    tags = (folder / "tag_list.txt").read_text().split("\n")
-    pairs = [(p.strip(), t.split()) for p, t in zip(paths, tags, strict=False) if p.strip()]
-    return [p for p, _ in pairs], [t for _, t in pairs]
+def write_label_files(folder: Path, names: list[str], tag_lists: list[list[str]]) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "data_list.txt").write_text("\n".join(names) + "\n")
+    # HARRISON's own files end each line with a space.
+    (folder / "tag_list.txt").write_text("".join(" ".join(tags) + " \n" for tags in tag_lists))
 
 
 def write_synthetic_harrison(folder: Path, count: int, seed: int = 0) -> list[str]:
     """Write `count` images with their lists under `folder`; returns the vocabulary."""
-    names, tag_lists = read_real_tag_lists()
-    counts = Counter(tag for tags in tag_lists for tag in tags)
-    vocabulary = [tag for tag, _ in counts.most_common(VOCAB_SIZE)]
+    frequency = TopicStatistics.load().frequency()
+    vocabulary = [tag for tag, _ in sorted(frequency.items(), key=lambda i: (-i[1], i[0]))]
+    vocabulary = vocabulary[:VOCAB_SIZE]
     position = {tag: i for i, tag in enumerate(vocabulary)}
-    usable = [i for i, tags in enumerate(tag_lists) if any(tag in position for tag in tags)]
-    rng = np.random.default_rng(seed)
-    chosen = rng.choice(usable, size=count, replace=False)
-
-    data_lines, tag_lines = [], []
-    for index in chosen:
-        name = names[index]
+    names, tag_lists = draw_labels(count, seed, vocabulary)
+    rng = np.random.default_rng(seed + 1)
+    for name, tags in zip(names, tag_lists, strict=True):
         path = folder / name
         path.parent.mkdir(parents=True, exist_ok=True)
-        draw(tag_lists[index], position, rng).save(path, quality=92)
-        data_lines.append(name)
-        tag_lines.append(" ".join(tag_lists[index]) + " ")  # HARRISON's trailing space
-    (folder / "data_list.txt").write_text("\n".join(data_lines) + "\n")
-    (folder / "tag_list.txt").write_text("\n".join(tag_lines) + "\n")
+        draw(tags, position, rng).save(path, quality=92)
+    write_label_files(folder, names, tag_lists)
     (folder / "vocab_index.txt").write_text(
         "".join(f"{tag:<22}{i}\n" for i, tag in enumerate(vocabulary))
     )
