@@ -294,13 +294,18 @@ def main() -> None:
         action="store_true",
         help="also run the grid search behind the defaults, on its own population",
     )
+    parser.add_argument(
+        "--without-trust",
+        action="store_true",
+        help="evaluate the defaults with earned trust off (how the bot ranked before it)",
+    )
     args = parser.parse_args()
 
     if args.search:
         search(args.seed, args.users // 2)
     world = World(args.seed)
     people = make_people(world, args.users, args.random_users)
-    weights = Weights()  # what the bot ships
+    weights = Weights(earned_trust=not args.without_trust)  # by default, what the bot ships
     print(f"{len(world.tag_lists.topics)} HARRISON topics, {len(people)} simulated people")
     result = simulate(world, people, weights, seed=args.seed)
     print(f"\n{'':<28}{'recall@5':>18}{'precision@1':>22}{'recall@5 delta':>22}")
