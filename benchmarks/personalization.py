@@ -242,19 +242,26 @@ def search(seed: int, users: int) -> Weights:
     return replace(Weights(), prior=best[0], prior_strength=best[1], memory=best[2])
 
 
-def profile_figures(seed: int) -> dict[str, float]:
-    """One person with 10,000 answered photos (512-d embeddings, 997 hashtags plus 300 of
-    their own): ranking one photo, an answer reaching the cached profile, memory held."""
-    rng = np.random.default_rng(seed)
-    vocabulary = [f"tag{i}" for i in range(997)]
+def heavy_history(rng: np.random.Generator, now: float) -> UserHistory:
+    """One person with 10,000 answered photos over 400 days: 512-d embeddings, 4 of the 997
+    vocabulary hashtags and one of 300 hashtags of their own on each."""
     embeddings = rng.normal(size=(10_000, 512)).astype(np.float32)
     embeddings /= np.linalg.norm(embeddings, axis=1, keepdims=True)
     verdicts = [
         {f"tag{j}": 1 for j in rng.integers(0, 997, 4)} | {f"own{rng.integers(0, 300)}": 1}
         for _ in range(10_000)
     ]
+    return UserHistory(now - rng.random(10_000) * 400 * 86_400, embeddings, verdicts)
+
+
+def profile_figures(seed: int) -> dict[str, float]:
+    """The heavy_history person: ranking one photo, an answer reaching the cached profile,
+    memory held."""
+    rng = np.random.default_rng(seed)
+    vocabulary = [f"tag{i}" for i in range(997)]
     now = time.time()
-    history = UserHistory(now - rng.random(10_000) * 400 * 86_400, embeddings, verdicts)
+    history = heavy_history(rng, now)
+    embeddings = history.embeddings
     tracemalloc.start()
     profile = UserProfile.from_history(history, now, Weights())
     memory = tracemalloc.get_traced_memory()[0]

@@ -5,6 +5,7 @@ import time
 import numpy as np
 import pytest
 
+from benchmarks.personalization import heavy_history
 from bot.personalize import GlobalPrior, UserProfile, Weights, personalize, singular
 from bot.store import UserHistory
 
@@ -121,16 +122,10 @@ def test_trending_is_optional_and_global():
 def test_personalising_with_ten_thousand_past_photos_takes_under_20_ms():
     rng = np.random.default_rng(0)
     vocabulary = [f"tag{i}" for i in range(997)]
-    embeddings = rng.normal(size=(10_000, 512)).astype(np.float32)
-    embeddings /= np.linalg.norm(embeddings, axis=1, keepdims=True)
-    verdicts = [
-        {f"tag{j}": 1 for j in rng.integers(0, 997, 4)} | {f"own{rng.integers(0, 300)}": 1}
-        for _ in range(10_000)
-    ]
-    history = UserHistory(NOW - rng.random(10_000) * 400 * DAY, embeddings, verdicts)
+    history = heavy_history(rng, NOW)
     big = UserProfile.from_history(history, NOW, WEIGHTS)
     prior = GlobalPrior({f"tag{i}": i for i in range(997)}, 5000, 997)
-    scores, photo = rng.random(997).astype(np.float32), embeddings[42]
+    scores, photo = rng.random(997).astype(np.float32), history.embeddings[42]
     timings = []
     for _ in range(15):
         start = time.perf_counter()
@@ -170,12 +165,9 @@ def test_a_profile_updated_in_place_ranks_like_one_rebuilt_from_scratch():
 
 
 def test_an_answer_reaches_a_ten_thousand_photo_profile_in_under_5_ms():
-    rng = np.random.default_rng(1)
-    embeddings = rng.normal(size=(10_000, 512)).astype(np.float32)
-    verdicts = [{f"tag{j}": 1 for j in rng.integers(0, 997, 4)} for _ in range(10_000)]
-    big = UserProfile.from_history(
-        UserHistory(NOW - rng.random(10_000) * 400 * DAY, embeddings, verdicts), NOW, WEIGHTS
-    )
+    history = heavy_history(np.random.default_rng(1), NOW)
+    big = UserProfile.from_history(history, NOW, WEIGHTS)
+    embeddings = history.embeddings
     timings = []
     for i in range(30):
         start = time.perf_counter()
