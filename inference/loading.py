@@ -10,12 +10,17 @@ from pathlib import Path
 
 import open_clip
 import torch
-from safetensors import SafetensorError
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 from torch import nn
 
 from inference.model import HashtagModel, ModelSpec, build_vision_tower
-from inference.zeroshot import default_cache_dir, head_cache_key, load_or_build_zero_shot_head
+from inference.zeroshot import (
+    cached_zero_shot_head,
+    default_cache_dir,
+    head_cache_key,
+    load_or_build_zero_shot_head,
+)
 
 log = logging.getLogger(__name__)
 
@@ -64,27 +69,79 @@ def load_zero_shot(
 ) -> HashtagModel:
     """Build the model from open_clip weights, with a head from the vocabulary's text embeddings.
 
-    The text tower is only needed to build the head and is dropped afterwards.
+    The text tower is only needed to build the head. Once the head is cached, and the weights
+    are a safetensors file in open_clip's own layout, only the vision tower is built and only
+    its tensors are read: about half the memory, and a faster start. Otherwise the whole CLIP
+    is loaded through open_clip (which converts other layouts) and the text tower is dropped
+    after building the head.
     """
     name = resolve_model_name(model)
-    try:
-        clip_model = open_clip.create_model(name, pretrained=pretrained, require_pretrained=True)
-    except RuntimeError as error:
-        raise ModelLoadError(_pretrained_advice(name, pretrained, error)) from None
-    clip_model.eval()
     model_cfg = open_clip.get_model_config(name)
     key = head_cache_key(model_cfg, weights_identity(pretrained), vocabulary)
-    head = load_or_build_zero_shot_head(
-        clip_model, open_clip.get_tokenizer(name), vocabulary, key, cache_dir or default_cache_dir()
-    )
+    cache_dir = cache_dir or default_cache_dir()
+    head = cached_zero_shot_head(key, cache_dir)
+    vision = _vision_tower_only(name, pretrained, model_cfg) if head is not None else None
+    if vision is None:
+        try:
+            clip_model = open_clip.create_model(
+                name, pretrained=pretrained, require_pretrained=True
+            )
+        except RuntimeError as error:
+            raise ModelLoadError(_pretrained_advice(name, pretrained, error)) from None
+        clip_model.eval()
+        if head is None:
+            head = load_or_build_zero_shot_head(
+                clip_model, open_clip.get_tokenizer(name), vocabulary, key, cache_dir
+            )
+        vision = clip_model.visual, dict(open_clip.get_model_preprocess_cfg(clip_model))
+    visual, preprocess = vision
     spec = ModelSpec(
         architecture=name,
         model_cfg=model_cfg,
-        preprocess=dict(open_clip.get_model_preprocess_cfg(clip_model)),
+        preprocess=preprocess,
         vocabulary=list(vocabulary),
         provenance={"head": "zero-shot", "pretrained": pretrained},
     )
-    return HashtagModel(clip_model.visual, head, spec).eval()
+    return HashtagModel(visual, head, spec).eval()
+
+
+def _vision_tower_only(
+    name: str, pretrained: str, model_cfg: dict
+) -> tuple[nn.Module, dict] | None:
+    """(vision tower, preprocessing) read from the weights file without the text tower, or None
+    when the weights need open_clip's full loading (not safetensors, or another layout)."""
+    tag = open_clip.get_pretrained_cfg(name, pretrained)
+    if tag:
+        try:
+            path = open_clip.download_pretrained(tag)  # the cached file, once downloaded
+        except Exception as error:
+            raise ModelLoadError(_pretrained_advice(name, pretrained, error)) from None
+    elif os.path.isfile(pretrained):
+        path = pretrained
+    else:
+        return None
+    if not str(path).endswith(".safetensors"):
+        return None
+    with torch.device("meta"):  # no memory and no random init: the file's tensors become it
+        visual = build_vision_tower(model_cfg)
+    with safe_open(str(path), framework="pt") as weights:
+        state = {
+            key.removeprefix("visual."): weights.get_tensor(key)
+            for key in weights.keys()  # noqa: SIM118 (safe_open is not iterable)
+            if key.startswith("visual.")
+        }
+    try:
+        visual.load_state_dict(state, assign=True)
+    except RuntimeError:  # another layout or size: open_clip's loader knows how to convert
+        return None
+    if any(tensor.is_meta for tensor in (*visual.parameters(), *visual.buffers())):
+        return None  # a tensor the file does not hold (a computed buffer): build it normally
+    # What open_clip.create_model sets: its defaults, the tag's own values, the tower's size.
+    preprocess = open_clip.transform.merge_preprocess_dict(
+        open_clip.transform.PreprocessCfg(), tag or {}
+    )
+    preprocess["size"] = visual.image_size
+    return visual.eval(), preprocess
 
 
 def _pretrained_advice(name: str, pretrained: str, error: Exception) -> str:

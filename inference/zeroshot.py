@@ -124,6 +124,26 @@ def _text_context_trimmed_to(clip_model: nn.Module, length: int) -> Iterator[boo
         clip_model.positional_embedding, clip_model.attn_mask = positions, mask
 
 
+def head_cache_path(cache_key: str, cache_dir: Path) -> Path:
+    return cache_dir / "zero_shot_heads" / f"{cache_key}.safetensors"
+
+
+def cached_zero_shot_head(cache_key: str, cache_dir: Path) -> nn.Linear | None:
+    """The head built earlier for this key, or None (never built, or the file is damaged)."""
+    path = head_cache_path(cache_key, cache_dir)
+    if not path.is_file():
+        return None
+    try:
+        tensors = load_file(path)
+        head = nn.Linear(tensors["weight"].shape[1], tensors["weight"].shape[0])
+        head.load_state_dict(tensors)
+    except Exception as error:  # a damaged cache file is rebuilt, never fatal
+        log.warning("ignoring unreadable head cache %s (%s); rebuilding it", path, error)
+        return None
+    log.info("loaded the zero-shot head from %s", path)
+    return head
+
+
 def load_or_build_zero_shot_head(
     clip_model: nn.Module,
     tokenizer,
@@ -131,18 +151,12 @@ def load_or_build_zero_shot_head(
     cache_key: str,
     cache_dir: Path,
 ) -> nn.Linear:
-    path = cache_dir / "zero_shot_heads" / f"{cache_key}.safetensors"
-    if path.is_file():
-        try:
-            tensors = load_file(path)
-            head = nn.Linear(tensors["weight"].shape[1], tensors["weight"].shape[0])
-            head.load_state_dict(tensors)
-            log.info("loaded the zero-shot head from %s", path)
-            return head
-        except Exception as error:  # a damaged cache file is rebuilt, never fatal
-            log.warning("ignoring unreadable head cache %s (%s); rebuilding it", path, error)
+    head = cached_zero_shot_head(cache_key, cache_dir)
+    if head is not None:
+        return head
     log.info("building the zero-shot head for %d hashtags (cached afterwards)", len(vocabulary))
     head = build_zero_shot_head(clip_model, tokenizer, vocabulary)
+    path = head_cache_path(cache_key, cache_dir)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         partial = path.with_suffix(".tmp")

@@ -62,6 +62,26 @@ def test_the_second_start_reads_the_head_from_the_cache(tiny_clip_files, tmp_pat
         load_zero_shot(config_path, weights_path, [*VOCAB, "cat"], cache_dir=tmp_path)
 
 
+def test_with_the_head_cached_only_the_vision_tower_is_built_with_the_same_scores(
+    tiny_clip_files, tmp_path, monkeypatch
+):
+    config_path, weights_path = tiny_clip_files
+    full = load_zero_shot(config_path, weights_path, VOCAB, cache_dir=tmp_path)  # builds the head
+
+    def no_full_clip(*args, **kwargs):
+        raise AssertionError("the whole CLIP (text tower included) should not be built")
+
+    monkeypatch.setattr(open_clip, "create_model", no_full_clip)
+    lean = load_zero_shot(config_path, weights_path, VOCAB, cache_dir=tmp_path)
+    assert lean.spec == full.spec
+    pixels = torch.randn(3, 3, 32, 32)
+    with torch.no_grad():
+        for expected, actual in zip(full(pixels), lean(pixels), strict=True):
+            torch.testing.assert_close(actual, expected)
+    total = sum(p.numel() for p in lean.parameters())
+    assert total == sum(p.numel() for p in full.visual.parameters()) + lean.head.weight.numel() + 5
+
+
 def test_a_damaged_cache_entry_is_rebuilt(tiny_clip_files, tmp_path):
     config_path, weights_path = tiny_clip_files
     load_zero_shot(config_path, weights_path, VOCAB, cache_dir=tmp_path)
