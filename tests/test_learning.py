@@ -379,3 +379,16 @@ async def test_the_bot_serves_its_learned_head_after_a_restart(tiny_model, check
     (other / "config.json").write_text(json.dumps(config))
     status, out = await run_console_bot(db, "--checkpoint", str(other), "--learn-every", "24")
     assert status == 2 and "learned on top of" in out
+
+
+async def test_a_learned_head_for_the_onnx_backend_comes_with_its_graph(tiny_model, tmp_path):
+    from inference.onnx_backend import load_onnx
+
+    result = await learned_head(tiny_model, tmp_path)
+    out = tmp_path / "learned-onnx"
+    await asyncio.to_thread(publish_checkpoint, result.model, out, result.report, True)
+    served = load_onnx(out)
+    assert served.spec.vocabulary == result.model.spec.vocabulary
+    assert served.encoder_id == tiny_model.encoder_id  # the same encoder: its answers count
+    logits, _ = served(torch.zeros(1, 3, 32, 32))
+    assert logits.shape == (1, len(result.model.spec.vocabulary))
