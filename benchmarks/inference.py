@@ -13,7 +13,6 @@ import argparse
 import asyncio
 import json
 import os
-import resource
 import statistics
 import subprocess
 import sys
@@ -128,6 +127,43 @@ async def cli_images_per_second(engine: InferenceEngine, paths: list[Path]) -> f
     return len(paths) / (time.perf_counter() - start)
 
 
+PEAK_RSS_PROBE = (
+    "import resource, subprocess, sys; "
+    "subprocess.run(sys.argv[2:], check=True, input=open(sys.argv[1], 'rb').read(), "
+    "stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL); "
+    "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)"
+)
+
+
+def peak_rss_mb(argv: list[str], env: dict[str, str], stdin: Path = Path(os.devnull)) -> float:
+    """Peak resident memory of one command, measured by a wrapper process of its own (a
+    process's children's peak covers every child it ever waited for, so each run gets one)."""
+    probe = [sys.executable, "-c", PEAK_RSS_PROBE, str(stdin), *argv]
+    output = subprocess.run(probe, env=env, capture_output=True, text=True, check=True).stdout
+    return int(output.strip()) / 1024
+
+
+def memory_figures(
+    weights: str, checkpoint: Path, paths: list[Path], env: dict[str, str], device: str
+) -> dict[str, float]:
+    """Peak RSS per backend (head cached): with one photo (about idle: the model loaded) and a
+    32-photo burst, for `python -m inference` and for `python -m bot --console` (8 photos)."""
+    sources = {
+        "torch": ["--model", ARCHITECTURE, "--pretrained", weights, "--device", device],
+        "onnx": ["--checkpoint", str(checkpoint), "--backend", "onnx", "--device", "cpu"],
+    }
+    script = checkpoint.parent / "console-script.txt"
+    script.write_text("".join(f"{path}\ny\n" for path in paths[:8]) + "quit\n")
+    figures = {}
+    for backend, source in sources.items():
+        cli = [sys.executable, "-m", "inference", *source]
+        figures[f"{backend}_cli_1_photo"] = peak_rss_mb([*cli, str(paths[0])], env)
+        figures[f"{backend}_cli_32_photos"] = peak_rss_mb([*cli, *map(str, paths[:32])], env)
+        bot = [sys.executable, "-m", "bot", "--console", "--db", str(checkpoint.parent / "b.db")]
+        figures[f"{backend}_bot_console_8_photos"] = peak_rss_mb([*bot, *source], env, script)
+    return figures
+
+
 def timed_cli(args: list[str], env: dict[str, str]) -> float:
     start = time.perf_counter()
     subprocess.run(
@@ -162,7 +198,6 @@ def main() -> None:
         cold = timed_cli([*model_args, str(paths[0])], env)
         warm = timed_cli([*model_args, str(paths[0])], env)
         whole_run = timed_cli([*model_args, "--json", *map(str, paths)], env)
-        peak_rss_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
 
         os.environ["HASHTAG_CACHE_DIR"] = env["HASHTAG_CACHE_DIR"]
         model = load_zero_shot(ARCHITECTURE, weights, load_vocabulary())
@@ -174,6 +209,7 @@ def main() -> None:
         cosine = draft_cosine(engine, photos[:16])
         end_to_end = asyncio.run(cli_images_per_second(engine, paths))
         backends = backend_comparison(folder, photos)
+        memory = memory_figures(weights, folder / "vit-b-32-checkpoint", paths, env, str(device))
 
     ratio = end_to_end / bare[32]
     print(
@@ -189,10 +225,8 @@ def main() -> None:
         f"({full_ms / draft_ms:.1f}x); min cosine draft vs full {cosine:.4f}"
     )
     print(f"start-up (one image, whole process): cold {cold:.1f} s, cached head {warm:.1f} s")
-    print(
-        f"whole CLI process on {args.images} photos: {whole_run:.1f} s, "
-        f"peak RSS {peak_rss_mb:.0f} MB"
-    )
+    print(f"whole CLI process on {args.images} photos: {whole_run:.1f} s")
+    print("peak RSS, head cached: " + ", ".join(f"{k} {v:.0f} MB" for k, v in memory.items()))
     base = backends["torch_fp32"]
     for name, figures in backends.items():
         print(
@@ -214,7 +248,7 @@ def main() -> None:
                 "startup_s_cold": round(cold, 2),
                 "startup_s_cached_head": round(warm, 2),
                 "cli_process_s": round(whole_run, 2),
-                "cli_peak_rss_mb": round(peak_rss_mb),
+                "peak_rss_mb": {key: round(value) for key, value in memory.items()},
                 "backends": {
                     name: {key: round(value, 5) for key, value in figures.items()}
                     for name, figures in backends.items()
