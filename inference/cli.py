@@ -36,7 +36,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--top-k", type=int, default=10, metavar="K", help="hashtags per image")
     parser.add_argument("--json", action="store_true", help="one JSON object per line")
     parser.add_argument(
-        "--batch-size", type=int, default=32, metavar="N", help="largest forward-pass batch"
+        "--batch-size",
+        type=int,
+        metavar="N",
+        help="largest forward-pass batch (default 32 on a CPU, 128 on a GPU)",
     )
     return parser
 
@@ -45,7 +48,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     check_model_arguments(parser, args)
-    if args.top_k < 1 or args.batch_size < 1:
+    if args.top_k < 1 or (args.batch_size is not None and args.batch_size < 1):
         parser.error("--top-k and --batch-size must be at least 1")
     logging.basicConfig(level=os.environ.get("LOG_LEVEL", "WARNING").upper())
     try:

@@ -13,6 +13,7 @@ ones go to the new head; the swap itself is one assignment, so serving does not 
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -57,6 +58,7 @@ class ServedModel:
 
 
 _Request = tuple[torch.Tensor, ServedModel, asyncio.Future[Prediction]]
+CPU_BATCH, GPU_BATCH = 32, 128
 
 
 class InferenceEngine:
@@ -68,21 +70,26 @@ class InferenceEngine:
         device: torch.device,
         *,
         version: str = "",
-        max_batch_size: int = 32,
+        max_batch_size: int | None = None,
         max_wait_ms: float = 5.0,
         max_pending: int = 256,
-        decode_threads: int = 2,
+        decode_threads: int | None = None,
         limits: ImageLimits | None = None,
         on_decode: Callable[[float], None] | None = None,
         on_batch: Callable[[int, float], None] | None = None,
     ):
         """`version` names the model in every Prediction (and so in every stored suggestion).
 
+        Batch size and decode threads follow the device unless given: a GPU answers hundreds of
+        photos a second, so it gets batches of up to 128 and a decode thread per core (up to
+        8) to keep it fed; a CPU gets 32 and 2 threads, since its cores also run the model.
         `on_decode(seconds)` and `on_batch(size, seconds)` let a caller record metrics.
         """
         self.device = device
         self.dtype = inference_dtype(device)
-        self.max_batch_size = max_batch_size
+        gpu = device.type != "cpu"
+        self.max_batch_size = max_batch_size or (GPU_BATCH if gpu else CPU_BATCH)
+        decode_threads = decode_threads or (min(8, os.cpu_count() or 2) if gpu else 2)
         self.max_wait = max_wait_ms / 1000
         self.max_pending = max_pending
         self.limits = limits or ImageLimits()
@@ -185,8 +192,10 @@ class InferenceEngine:
         while True:
             batch = [await self._queue.get()]
             self._take_queued(batch)
-            if len(batch) < self.max_batch_size and self.max_wait > 0:
-                await asyncio.sleep(self.max_wait)  # let concurrent requests join this batch
+            # Alone: wait briefly for company. Others already waiting mean the engine is under
+            # load: start at once, so the model (a GPU above all) never idles between batches.
+            if len(batch) == 1 and self.max_wait > 0:
+                await asyncio.sleep(self.max_wait)
                 self._take_queued(batch)
             live = [request for request in batch if not request[2].done()]
             # Usually one group; two only in the batch that straddles a swap.

@@ -1,6 +1,8 @@
 """The batched engine: batches must not change answers, and bad input must not hurt others."""
 
 import asyncio
+import threading
+import time
 
 import numpy as np
 import pytest
@@ -95,3 +97,40 @@ async def test_the_engine_must_be_started(tiny_model):
     with pytest.raises(RuntimeError, match="async with"):
         await engine.predict(jpeg())
     await engine.close()
+
+
+class SlowEngine(InferenceEngine):
+    """Forward passes take 0.3 s, like a big batch on a busy device; records when they ran."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.passes: list[tuple[float, float, int]] = []  # start, end, batch size
+        self.first_started = threading.Event()
+
+    def forward_batch(self, pixels, model=None):
+        start = time.perf_counter()
+        self.first_started.set()
+        time.sleep(0.3)
+        result = super().forward_batch(pixels, model)
+        self.passes.append((start, time.perf_counter(), len(pixels)))
+        return result
+
+
+async def test_under_load_the_next_batch_starts_at_once(tiny_model):
+    # A lone photo waits (max_wait) for company; photos that queued up during a forward pass
+    # go as soon as it ends, without that wait, so a GPU is never left idle between batches.
+    async with SlowEngine(tiny_model, CPU, max_wait_ms=300, max_batch_size=64) as engine:
+        first = asyncio.create_task(engine.predict(jpeg(seed=1)))
+        await asyncio.to_thread(engine.first_started.wait, 30)
+        queued = [asyncio.create_task(engine.predict(jpeg(seed=i))) for i in (2, 3)]
+        await asyncio.gather(first, *queued)
+    (_, first_end, first_size), (second_start, _, second_size) = engine.passes
+    assert (first_size, second_size) == (1, 2)
+    assert second_start - first_end < 0.15
+
+
+def test_batch_size_and_decode_threads_follow_the_device(tiny_model):
+    cpu, gpu = InferenceEngine(tiny_model, CPU), InferenceEngine(tiny_model, torch.device("cuda"))
+    assert (cpu.max_batch_size, cpu._decode_pool._max_workers) == (32, 2)
+    assert gpu.max_batch_size == 128 and gpu._decode_pool._max_workers >= 2
+    assert InferenceEngine(tiny_model, CPU, max_batch_size=8).max_batch_size == 8
