@@ -39,7 +39,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.harrison import TagLists, TopicStatistics
-from bot.personalize import GlobalPrior, Ranking, UserProfile, Weights, personalize, rank
+from bot.personalize import GlobalPrior, Ranking, UserProfile, Weights, rank
 from bot.store import UserHistory
 from bot.trust import personal_order_won
 from inference.vocab import load_vocabulary
@@ -271,7 +271,7 @@ def profile_figures(seed: int) -> dict[str, float]:
     ranking, answer = [], []
     for i in range(50):
         start = time.perf_counter()
-        personalize(scores, vocabulary, embeddings[i], profile, prior, Weights())
+        rank(scores, vocabulary, embeddings[i], profile, prior, Weights()).top()
         ranking.append(time.perf_counter() - start)
         start = time.perf_counter()
         profile.set_photo(10_000 + i, now, embeddings[i], {"tag1": 1, f"mine{i}": 1})

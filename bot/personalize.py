@@ -176,17 +176,6 @@ class UserProfile:
         self.rejected_rows.pop()
         self._evidence.pop()
 
-    def nbytes(self) -> int:
-        """Memory held by the arrays (the Python containers add about 200 bytes a photo)."""
-        rows = sum(row.nbytes for row in (*self.accepted_rows, *self.rejected_rows))
-        return (
-            self._embeddings.nbytes
-            + self._weights.nbytes
-            + rows
-            + self.accepted_weight.nbytes
-            + self.rejected_weight.nbytes
-        )
-
     def _columns(self, tags) -> np.ndarray:
         columns = []
         for tag in tags:
@@ -271,19 +260,6 @@ class Ranking:
         ]
 
 
-def personalize(
-    scores: np.ndarray,
-    vocabulary: list[str],
-    embedding: np.ndarray,
-    profile: UserProfile | None,
-    global_prior: GlobalPrior,
-    weights: Weights,
-    caption: str | None = None,
-) -> list[tuple[str, float]]:
-    """Every candidate tag (vocabulary + the person's own), best first, with its final score."""
-    return rank(scores, vocabulary, embedding, profile, global_prior, weights, caption).top()
-
-
 def rank(
     scores: np.ndarray,
     vocabulary: list[str],
@@ -293,6 +269,8 @@ def rank(
     weights: Weights,
     caption: str | None = None,
 ) -> Ranking:
+    """Every candidate tag (vocabulary + the person's own), best first: `.top(k)` gives
+    (tag, final score) pairs."""
     known = set(vocabulary)
     own_tags = [tag for tag in (profile.tags if profile else []) if tag not in known]
     candidates = [*vocabulary, *own_tags]

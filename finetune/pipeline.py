@@ -23,6 +23,7 @@ from finetune.calibration import (
 from finetune.dataset import Dataset, frequent_hashtags
 from finetune.embeddings import embed_images
 from finetune.metrics import mean_average_precision, ranking_metrics
+from finetune.publish import write_metrics
 from finetune.split import Split, random_split
 from finetune.training import (
     TrainOptions,
@@ -37,7 +38,6 @@ from inference.zeroshot import default_cache_dir
 
 log = logging.getLogger(__name__)
 
-METRICS_FILE = "metrics.json"
 RESUME_FILE = "resume.pt"
 
 
@@ -155,7 +155,7 @@ def run(dataset: Dataset, options: RunOptions) -> dict:
         },
     )
     save_checkpoint(model.float().cpu(), options.out)
-    (options.out / METRICS_FILE).write_text(json.dumps(report, indent=2), encoding="utf-8")
+    write_metrics(options.out, report)
     (options.out / RESUME_FILE).unlink(missing_ok=True)  # the run is complete
     return report
 

@@ -16,10 +16,10 @@ from torch import nn
 
 from inference.model import HashtagModel, ModelSpec, build_vision_tower
 from inference.zeroshot import (
+    build_and_cache_zero_shot_head,
     cached_zero_shot_head,
     default_cache_dir,
     head_cache_key,
-    load_or_build_zero_shot_head,
 )
 
 log = logging.getLogger(__name__)
@@ -90,7 +90,7 @@ def load_zero_shot(
             raise ModelLoadError(_pretrained_advice(name, pretrained, error)) from None
         clip_model.eval()
         if head is None:
-            head = load_or_build_zero_shot_head(
+            head = build_and_cache_zero_shot_head(
                 clip_model, open_clip.get_tokenizer(name), vocabulary, key, cache_dir
             )
         vision = clip_model.visual, dict(open_clip.get_model_preprocess_cfg(clip_model))

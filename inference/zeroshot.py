@@ -144,16 +144,14 @@ def cached_zero_shot_head(cache_key: str, cache_dir: Path) -> nn.Linear | None:
     return head
 
 
-def load_or_build_zero_shot_head(
+def build_and_cache_zero_shot_head(
     clip_model: nn.Module,
     tokenizer,
     vocabulary: Sequence[str],
     cache_key: str,
     cache_dir: Path,
 ) -> nn.Linear:
-    head = cached_zero_shot_head(cache_key, cache_dir)
-    if head is not None:
-        return head
+    """Build the head (see cached_zero_shot_head for reading it back) and keep it."""
     log.info("building the zero-shot head for %d hashtags (cached afterwards)", len(vocabulary))
     head = build_zero_shot_head(clip_model, tokenizer, vocabulary)
     path = head_cache_path(cache_key, cache_dir)

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from benchmarks.personalization import heavy_history
-from bot.personalize import GlobalPrior, UserProfile, Weights, personalize, singular
+from bot.personalize import GlobalPrior, UserProfile, Weights, rank, singular
 from bot.store import UserHistory
 
 NAMED = ["beach", "sea", "dog", "cat", "food", "sun"]
@@ -37,9 +37,9 @@ def profile(*photos: tuple[np.ndarray, dict[str, int], float]) -> UserProfile:
 
 def ranked(scores, embedding, user_profile, caption=None, prior=None, weights=WEIGHTS):
     prior = prior or GlobalPrior({}, 0, len(VOCAB))
-    result = personalize(
+    result = rank(
         np.array(scores, np.float32), VOCAB, embedding, user_profile, prior, weights, caption
-    )
+    ).top()
     return [tag for tag, _ in result]
 
 
@@ -57,7 +57,7 @@ def test_a_new_user_gets_exactly_the_unpersonalised_ranking():
         )
         busy_prior = GlobalPrior({"dog": 50, "cat": 10}, 60, len(VOCAB))
         for user_profile in (None, empty):
-            result = personalize(scores, VOCAB, PHOTO_A, user_profile, busy_prior, WEIGHTS)
+            result = rank(scores, VOCAB, PHOTO_A, user_profile, busy_prior, WEIGHTS).top()
             assert [tag for tag, _ in result] == expected
             np.testing.assert_allclose([s for _, s in result], np.sort(scores)[::-1], rtol=1e-5)
 
@@ -83,8 +83,8 @@ def test_old_habits_count_less_than_recent_ones():
     old = profile(*[(PHOTO_B, {"cat": 1}, 5 * 365) for _ in range(3)])
     lift = {}
     for name, user_profile in (("recent", recent), ("old", old)):
-        result = dict(personalize(np.array(SCORES, np.float32), VOCAB, PHOTO_A, user_profile,
-                                  GlobalPrior({}, 0, len(VOCAB)), WEIGHTS))  # fmt: skip
+        result = dict(rank(np.array(SCORES, np.float32), VOCAB, PHOTO_A, user_profile,
+                                  GlobalPrior({}, 0, len(VOCAB)), WEIGHTS).top())  # fmt: skip
         lift[name] = result["cat"]
     assert lift["recent"] > lift["old"] > SCORES[3]
 
@@ -129,7 +129,7 @@ def test_personalising_with_ten_thousand_past_photos_takes_under_20_ms():
     timings = []
     for _ in range(15):
         start = time.perf_counter()
-        personalize(scores, vocabulary, photo, big, prior, WEIGHTS)
+        rank(scores, vocabulary, photo, big, prior, WEIGHTS).top()
         timings.append(time.perf_counter() - start)
     assert np.median(timings) < 0.020, f"median {np.median(timings) * 1000:.1f} ms"
 

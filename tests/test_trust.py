@@ -5,7 +5,7 @@ import time
 import numpy as np
 import pytest
 
-from bot.personalize import GlobalPrior, UserProfile, Weights, personalize
+from bot.personalize import GlobalPrior, UserProfile, Weights, rank
 from bot.store import Store
 from bot.trust import TRUST_MAX, personal_order_won, trust_multiplier
 
@@ -57,7 +57,7 @@ DEFAULTS, WITHOUT_TRUST = Weights(), Weights(earned_trust=False)
 
 def ranked(profile: UserProfile, weights: Weights = DEFAULTS) -> list[str]:
     prior = GlobalPrior({}, 0, len(VOCAB))
-    return [tag for tag, _ in personalize(SCORES, VOCAB, PHOTO, profile, prior, weights)]
+    return [tag for tag, _ in rank(SCORES, VOCAB, PHOTO, profile, prior, weights).top()]
 
 
 def test_a_person_whose_history_never_helped_gets_the_models_ranking():
@@ -69,7 +69,7 @@ def test_a_person_whose_history_never_helped_gets_the_models_ranking():
 def test_a_person_whose_history_keeps_helping_gets_more_than_the_defaults():
     def lift(profile: UserProfile, weights: Weights = DEFAULTS) -> float:
         prior = GlobalPrior({}, 0, len(VOCAB))
-        return dict(personalize(SCORES, VOCAB, PHOTO, profile, prior, weights))["dog"]
+        return dict(rank(SCORES, VOCAB, PHOTO, profile, prior, weights).top())["dog"]
 
     earned, untested = lift(profile_with([1] * 30)), lift(profile_with([0] * 30))
     assert earned > untested == pytest.approx(lift(profile_with([1] * 30), WITHOUT_TRUST))
