@@ -18,32 +18,31 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bot import metrics
+from bot.checkpoints import CheckpointLoader, CheckpointWatcher, checkpoint_stamp
 from bot.console import run_console
 from bot.health import start_health_server
-from bot.learning import CheckpointLoader, CheckpointWatcher, Learner, checkpoint_stamp
 from bot.logs import configure_logging
 from bot.ratelimit import RateLimit
 from bot.schema import SchemaTooNew
 from bot.service import DEFAULT_RATE_LIMIT, HashtagService
 from bot.store import Store, default_db_path
-from finetune.feedback import FeedbackOptions
-from inference.device import resolve_device
-from inference.engine import InferenceEngine
-from inference.loading import (
-    CONFIG_FILE,
-    DEFAULT_MODEL,
-    DEFAULT_PRETRAINED,
-    ModelLoadError,
-    checkpoint_version,
-    zero_shot_version,
-)
-from inference.model import HashtagModel, ModelSpec
+from inference.device import serving_device
+from inference.engine import InferenceEngine, Servable
 from inference.onnx_backend import OnnxHashtagModel
 from inference.options import (
     MODEL_SETUP_ERRORS,
     add_model_arguments,
     check_model_arguments,
     load_model_from_args,
+)
+from inference.spec import (
+    CONFIG_FILE,
+    DEFAULT_MODEL,
+    DEFAULT_PRETRAINED,
+    ModelLoadError,
+    ModelSpec,
+    checkpoint_version,
+    zero_shot_version,
 )
 
 log = logging.getLogger("bot")
@@ -212,7 +211,7 @@ async def _run(args: argparse.Namespace, tokens: Tokens, channels: list[int]) ->
     store = await Store.open(args.db)
     engine = InferenceEngine(
         model,
-        resolve_device(args.device),  # where load_model_from_args put the model
+        serving_device(args.device),  # where load_model_from_args put the model
         version=version,
         on_decode=metrics.record_decode,
         on_batch=metrics.record_batch,
@@ -224,6 +223,10 @@ async def _run(args: argparse.Namespace, tokens: Tokens, channels: list[int]) ->
                 watcher = CheckpointWatcher(engine, served_dir, load, args.watch_interval, stamp)
                 background.push_async_callback(_cancel, asyncio.create_task(watcher.run()))
                 if args.learn_every:
+                    # Learning needs torch: imported only when it is switched on.
+                    from bot.learning import Learner
+                    from finetune.feedback import FeedbackOptions
+
                     learner = Learner(
                         engine,
                         args.db,
@@ -349,7 +352,7 @@ def _served_checkpoint(args: argparse.Namespace) -> Path | None:
 
 
 def _checkpoint_loader(args: argparse.Namespace) -> CheckpointLoader:
-    def load(directory: Path) -> tuple[HashtagModel, str]:
+    def load(directory: Path) -> tuple[Servable, str]:
         served = argparse.Namespace(**{**vars(args), "checkpoint": directory})
         model, _ = load_model_from_args(served)
         backend = ":onnx" if isinstance(model, OnnxHashtagModel) else ""

@@ -1,12 +1,9 @@
-"""The running bot takes new heads without a restart, and can learn them itself.
+"""`python -m bot --learn-every HOURS`: the running bot learns new heads itself.
 
-- `CheckpointWatcher` notices that the checkpoint directory it serves was replaced (written
-  elsewhere, then renamed into place, as `python -m finetune feedback` does), loads it on a
-  worker thread and swaps it into the engine between batches. A checkpoint that fails to load
-  is refused with the reason in the log, and the old head keeps serving.
-- `Learner` (`python -m bot --learn-every HOURS`) runs the same re-fit as `python -m finetune
-  feedback` on the bot's own database, on a worker thread and its own database connection, so
-  chats go on meanwhile; a head that passes the gate is written and swapped in.
+`Learner` runs the same re-fit as `python -m finetune feedback` on the bot's own database, on
+a worker thread and its own database connection, so chats go on meanwhile; a head that passes
+the gate is written into the directory a CheckpointWatcher serves, and swapped in by it. This
+module needs torch, so the bot imports it only when learning is switched on.
 """
 
 from __future__ import annotations
@@ -16,76 +13,15 @@ import logging
 from collections.abc import Callable
 from pathlib import Path
 
-from bot import metrics
+from bot.checkpoints import CheckpointWatcher, checkpoint_stamp
 from bot.store import Store
 from finetune.feedback import FeedbackOptions, NotEnoughAnswers
 from finetune.learn import learn_round, training_copy
 from inference.engine import InferenceEngine
-from inference.loading import CONFIG_FILE, WEIGHTS_FILE, load_checkpoint
+from inference.loading import load_checkpoint
 from inference.model import HashtagModel
-from inference.onnx_backend import ONNX_FILE
 
 log = logging.getLogger(__name__)
-
-# Loads a checkpoint directory for serving: (model on the engine's device, its version).
-CheckpointLoader = Callable[[Path], tuple[HashtagModel, str]]
-
-
-def checkpoint_stamp(directory: Path) -> tuple | None:
-    """What changes when a checkpoint is replaced; None while it is not (yet) a checkpoint."""
-    stamp = []
-    for name in (CONFIG_FILE, WEIGHTS_FILE, ONNX_FILE):
-        try:
-            info = (directory / name).stat()
-        except FileNotFoundError:
-            if name == ONNX_FILE:
-                continue
-            return None
-        stamp.append((name, info.st_ino, info.st_mtime_ns, info.st_size))
-    return tuple(stamp)
-
-
-class CheckpointWatcher:
-    def __init__(
-        self,
-        engine: InferenceEngine,
-        directory: Path,
-        load: CheckpointLoader,
-        interval: float = 10.0,
-        served_stamp: tuple | None = None,
-    ):
-        """`served_stamp`: the stamp of what the engine serves now (taken before loading it)."""
-        self.engine, self.directory, self._load = engine, Path(directory), load
-        self.interval = interval
-        self._seen = served_stamp
-
-    async def run(self) -> None:
-        while True:
-            await asyncio.sleep(self.interval)
-            await self.check()
-
-    async def check(self) -> bool:
-        """Swap in the checkpoint if it changed since last seen; True when it was swapped."""
-        stamp = checkpoint_stamp(self.directory)
-        if stamp is None or stamp == self._seen:
-            return False
-        self._seen = stamp  # a broken checkpoint is tried again only once it changes again
-        try:
-            model, version = await asyncio.to_thread(self._load, self.directory)
-        except Exception as error:  # whatever is wrong with it, the old head keeps serving
-            metrics.MODEL_SWAPS.labels("refused").inc()
-            log.warning(
-                "refused the new checkpoint in %s: %s. Still serving %s.",
-                self.directory,
-                error,
-                self.engine.model_version,
-            )
-            return False
-        previous = self.engine.model_version
-        self.engine.swap_model(model, version)
-        metrics.MODEL_SWAPS.labels("swapped").inc()
-        log.info("swapped in %s (was %s)", version, previous)
-        return True
 
 
 class Learner:

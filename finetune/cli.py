@@ -15,8 +15,8 @@ from finetune.metrics import PAPER_VGG_OBJECT_SCENE
 from finetune.pipeline import RunOptions, run
 from finetune.training import TrainOptions
 from inference.device import resolve_device
-from inference.loading import DEFAULT_MODEL, DEFAULT_PRETRAINED
 from inference.options import MODEL_SETUP_ERRORS, add_model_arguments, check_model_arguments
+from inference.spec import DEFAULT_MODEL, DEFAULT_PRETRAINED
 from inference.vocab import load_vocabulary
 
 EXIT_OK, EXIT_USAGE, EXIT_INTERRUPTED = 0, 2, 130

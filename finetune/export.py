@@ -1,9 +1,11 @@
-"""`python -m finetune export`: a checkpoint as one ONNX graph, for ONNX Runtime or Triton.
+"""`python -m finetune export`: a checkpoint as an ONNX graph, for ONNX Runtime or Triton.
 
 The graph is the vision encoder and the hashtag head: pixels (batch, 3, H, W) in, `logits`
 (batch, hashtags) and the normalised `embedding` (batch, dim) out, with a dynamic batch axis.
 Everything a server needs besides the weights (vocabulary, thresholds, preprocessing) is in the
-model's metadata, as JSON.
+model's metadata, as JSON. The weights sit beside the graph in `model.onnx.data`, which ONNX
+Runtime maps from disk instead of parsing: measured on ViT-B-32, that keeps loading at about
+400 MB peak, where the single-file graph peaked at 430 or 620 MB from run to run.
 """
 
 from __future__ import annotations
@@ -17,7 +19,8 @@ from pathlib import Path
 import onnx
 import torch
 
-from inference.loading import ModelLoadError, load_checkpoint
+from inference.loading import load_checkpoint
+from inference.spec import ModelLoadError
 
 ONNX_FILE = "model.onnx"
 OPSET = 18
@@ -31,7 +34,6 @@ def export_onnx(checkpoint: Path, destination: Path | None = None) -> Path:
     side = model.spec.input_side
     example = torch.zeros(2, 3, side, side)
     # torch.export's exporter, the one torch maintains (the TorchScript one is deprecated).
-    # One file, weights inside: protobuf's 2 GB limit leaves room for ViT-L-14.
     torch.onnx.export(
         model,
         (example,),
@@ -53,7 +55,16 @@ def export_onnx(checkpoint: Path, destination: Path | None = None) -> Path:
         "provenance": spec.provenance,
     }.items():
         graph.metadata_props.add(key=key, value=json.dumps(value))
-    onnx.save(graph, str(destination))
+    weights = destination.with_name(destination.name + ".data")
+    weights.unlink(missing_ok=True)  # onnx appends to an existing weights file
+    onnx.save(
+        graph,
+        str(destination),
+        save_as_external_data=True,
+        all_tensors_to_one_file=True,
+        location=weights.name,
+        size_threshold=1024,
+    )
     return destination
 
 

@@ -206,7 +206,7 @@ def refit_head(
             "head": "feedback",
             "started_from": started_from,
             # The model the operator chose, before any learning: a learned head is only
-            # served on top of the same base (see bot.learning).
+            # served on top of the same base (see bot.cli._served_checkpoint).
             "base": model.spec.provenance.get("base", started_from),
             "pretrained": model.spec.provenance.get("pretrained"),
             "answers": report["answers"],

@@ -17,7 +17,6 @@ from finetune.cli import METRIC_COLUMNS, metric_row
 from finetune.feedback import FeedbackOptions, NotEnoughAnswers
 from finetune.learn import learn_round
 from finetune.losses import LOSS_CHOICES
-from inference.loading import checkpoint_version, zero_shot_version
 from inference.onnx_backend import ONNX_FILE
 from inference.options import (
     DEFAULT_MODEL,
@@ -27,6 +26,7 @@ from inference.options import (
     check_model_arguments,
     load_torch_model,
 )
+from inference.spec import checkpoint_version, zero_shot_version
 
 EXIT_WRITTEN, EXIT_REFUSED, EXIT_USAGE = 0, 1, 2
 

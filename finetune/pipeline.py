@@ -34,7 +34,7 @@ from finetune.training import (
 )
 from inference.loading import load_zero_shot, save_checkpoint, weights_identity
 from inference.model import HashtagModel
-from inference.zeroshot import default_cache_dir
+from inference.spec import default_cache_dir
 
 log = logging.getLogger(__name__)
 

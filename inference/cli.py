@@ -39,7 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--batch-size",
         type=int,
         metavar="N",
-        help="largest forward-pass batch (default 32 on a CPU, 128 on a GPU)",
+        help="largest forward-pass batch (default 8 on a CPU, 128 on a GPU)",
     )
     return parser
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 from collections.abc import Sequence
@@ -14,25 +13,23 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from inference.model import HashtagModel, ModelSpec, build_vision_tower
+from inference.hub import ensure_downloadable
+from inference.model import HashtagModel, build_vision_tower
+from inference.spec import (
+    CONFIG_FILE,
+    DEFAULT_MODEL,
+    WEIGHTS_FILE,
+    ModelLoadError,
+    ModelSpec,
+    default_cache_dir,
+)
 from inference.zeroshot import (
     build_and_cache_zero_shot_head,
     cached_zero_shot_head,
-    default_cache_dir,
     head_cache_key,
 )
 
 log = logging.getLogger(__name__)
-
-DEFAULT_MODEL = "ViT-B-32"
-DEFAULT_PRETRAINED = "laion2b_s34b_b79k"
-
-CONFIG_FILE = "config.json"
-WEIGHTS_FILE = "model.safetensors"
-
-
-class ModelLoadError(RuntimeError):
-    """The model cannot be loaded; the message says what to do about it."""
 
 
 def resolve_model_name(model: str) -> str:
@@ -76,6 +73,8 @@ def load_zero_shot(
     after building the head.
     """
     name = resolve_model_name(model)
+    if tag := open_clip.get_pretrained_cfg(name, pretrained):
+        ensure_downloadable(name, pretrained, tag)  # offline and not cached: say so at once
     model_cfg = open_clip.get_model_config(name)
     key = head_cache_key(model_cfg, weights_identity(pretrained), vocabulary)
     cache_dir = cache_dir or default_cache_dir()
@@ -171,21 +170,6 @@ def save_checkpoint(model: HashtagModel, directory: Path) -> None:
     save_file(state, directory / WEIGHTS_FILE)
     model.spec.provenance["encoder"] = model.encoder_id
     (directory / CONFIG_FILE).write_text(model.spec.to_json(), encoding="utf-8")
-
-
-def checkpoint_version(directory: Path) -> str:
-    """`checkpoint:NAME@DIGEST`, stored with each suggestion the checkpoint makes.
-
-    The digest of config.json (which holds the provenance and thresholds of each run) tells
-    apart the heads written one after another into the same directory.
-    """
-    directory = Path(directory)
-    digest = hashlib.sha256((directory / CONFIG_FILE).read_bytes()).hexdigest()[:8]
-    return f"checkpoint:{directory.resolve().name}@{digest}"
-
-
-def zero_shot_version(model: str, pretrained: str) -> str:
-    return f"zero-shot:{Path(model).name}:{Path(pretrained).name}"
 
 
 def load_checkpoint(directory: Path) -> HashtagModel:

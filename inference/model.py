@@ -3,72 +3,16 @@
 from __future__ import annotations
 
 import hashlib
-import json
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Any
 
+import numpy as np
 import open_clip
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-SPEC_FORMAT_VERSION = 1
-
-
-@dataclass
-class ModelSpec:
-    """Everything about a model except its weights; a checkpoint stores it as config.json.
-
-    `model_cfg` is the full open_clip model config (embed_dim, vision_cfg, text_cfg...), so a
-    checkpoint can be rebuilt even when its architecture is not one open_clip ships.
-    """
-
-    architecture: str
-    model_cfg: dict[str, Any]
-    preprocess: dict[str, Any]
-    vocabulary: list[str]
-    thresholds: list[float] | None = None
-    provenance: dict[str, Any] = field(default_factory=dict)
-    format_version: int = SPEC_FORMAT_VERSION
-
-    def __post_init__(self) -> None:
-        # Hold exactly what config.json will hold (tuples become lists), so a spec compares
-        # equal to itself after a save and a load.
-        self.model_cfg = json.loads(json.dumps(self.model_cfg))
-        self.preprocess = json.loads(json.dumps(self.preprocess))
-
-    @property
-    def input_side(self) -> int:
-        """The longest side of the model's square-ish input, in pixels."""
-        size = self.preprocess["size"]
-        return max(size) if isinstance(size, list | tuple) else int(size)
-
-    def image_transform(self, training: bool = False):
-        """open_clip's own preprocessing (with its augmentation when training).
-
-        Inference and fine-tuning share it, so the model sees the same pixels in both.
-        """
-        fields = dict(self.preprocess)
-        if isinstance(fields["size"], list):  # open_clip wants a (height, width) tuple
-            fields["size"] = tuple(fields["size"])
-        cfg = open_clip.transform.PreprocessCfg(**fields)
-        return open_clip.transform.image_transform_v2(cfg, is_train=training)
-
-    def to_json(self) -> str:
-        return json.dumps(asdict(self), indent=2)
-
-    @classmethod
-    def from_file(cls, path: Path) -> ModelSpec:
-        data = json.loads(path.read_text(encoding="utf-8"))
-        version = data.get("format_version", SPEC_FORMAT_VERSION)
-        if version > SPEC_FORMAT_VERSION:
-            raise ValueError(
-                f"{path} has format version {version}; this code reads up to "
-                f"{SPEC_FORMAT_VERSION}. Upgrade the hashtag-bot package."
-            )
-        return cls(**data)
+from inference.spec import ModelSpec
 
 
 class HashtagModel(nn.Module):
@@ -95,6 +39,15 @@ class HashtagModel(nn.Module):
     def forward(self, pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         embedding = self.embed(pixels)
         return self.head(embedding), embedding
+
+    @torch.inference_mode()
+    def predict_batch(self, pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """What the engine calls: a (B, C, H, W) float32 batch in, (sigmoid scores as float32,
+        embeddings as float16) out, run on the model's own device and precision."""
+        weight = self.head.weight
+        logits, embeddings = self(torch.from_numpy(pixels).to(weight.device, weight.dtype))
+        scores = torch.sigmoid(logits.float()).cpu().numpy()
+        return scores, embeddings.to(torch.float16).cpu().numpy()
 
     @property
     def encoder_id(self) -> str:

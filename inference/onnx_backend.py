@@ -1,8 +1,8 @@
 """Serving an exported checkpoint with ONNX Runtime (`--backend onnx`, optionally `--int8`).
 
 `OnnxHashtagModel` stands in for HashtagModel wherever the engine uses one: it has the same
-`spec` and the same call (pixels in, logits and embedding out, as torch tensors), so batching,
-decoding and everything above them are shared with the torch backend.
+`spec`, `encoder_id` and `predict_batch`, so batching, decoding and everything above them are
+shared with the torch backend. Nothing here imports torch: a bot serving ONNX stays lean.
 """
 
 from __future__ import annotations
@@ -10,13 +10,10 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+import numpy as np
 import onnxruntime
-import torch
-from safetensors import safe_open
 
-from inference.loading import CONFIG_FILE, WEIGHTS_FILE, ModelLoadError
-from inference.model import ModelSpec, encoder_fingerprint
-from inference.zeroshot import default_cache_dir
+from inference.spec import CONFIG_FILE, WEIGHTS_FILE, ModelLoadError, ModelSpec, default_cache_dir
 
 log = logging.getLogger(__name__)
 
@@ -27,9 +24,15 @@ class OnnxHashtagModel:
     def __init__(self, session: onnxruntime.InferenceSession, spec: ModelSpec, encoder_id: str):
         self.session, self.spec, self.encoder_id = session, spec, encoder_id
 
-    def __call__(self, pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        logits, embedding = self.session.run(None, {"pixels": pixels.float().cpu().numpy()})
-        return torch.from_numpy(logits), torch.from_numpy(embedding)
+    def __call__(self, pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(logits, embeddings) as float32, like HashtagModel's forward."""
+        logits, embeddings = self.session.run(None, {"pixels": pixels.astype(np.float32)})
+        return logits, embeddings
+
+    def predict_batch(self, pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        logits, embeddings = self(pixels)
+        scores = np.exp(-np.logaddexp(0, -logits))  # the sigmoid, without overflow warnings
+        return scores.astype(np.float32), embeddings.astype(np.float16)
 
 
 def load_onnx(checkpoint: Path, int8: bool = False) -> OnnxHashtagModel:
@@ -49,6 +52,12 @@ def load_onnx(checkpoint: Path, int8: bool = False) -> OnnxHashtagModel:
         graph = _quantized(graph)
     options = onnxruntime.SessionOptions()
     options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
+    # Lean over fast: without the arena (memory kept reserved after a burst) and the memory
+    # pattern (one block planned for all of a batch's intermediates), ViT-B-32 at batch 16
+    # peaked at 512 MB instead of 590, for about 5% less throughput at batch 16 and none at
+    # batch 1 (2-core CPU; benchmarks/README.md).
+    options.enable_cpu_mem_arena = False
+    options.enable_mem_pattern = False
     session = onnxruntime.InferenceSession(str(graph), options, providers=["CPUExecutionProvider"])
     spec = ModelSpec.from_file(checkpoint / CONFIG_FILE)
     return OnnxHashtagModel(session, spec, _encoder_id(checkpoint, spec))
@@ -58,6 +67,10 @@ def _encoder_id(checkpoint: Path, spec: ModelSpec) -> str:
     """Written into config.json by save_checkpoint; older checkpoints: read the vision weights."""
     if "encoder" in spec.provenance:
         return spec.provenance["encoder"]
+    from safetensors import safe_open  # only checkpoints older than the fingerprint get here
+
+    from inference.model import encoder_fingerprint
+
     with safe_open(str(checkpoint / WEIGHTS_FILE), framework="pt") as weights:
         visual = {
             key: weights.get_tensor(key)

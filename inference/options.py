@@ -8,21 +8,18 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import torch
-
-from inference.device import DeviceUnavailable, inference_dtype, resolve_device
-from inference.loading import (
-    DEFAULT_MODEL,
-    DEFAULT_PRETRAINED,
-    ModelLoadError,
-    load_checkpoint,
-    load_zero_shot,
-    prepare_for_inference,
-)
-from inference.model import HashtagModel
-from inference.onnx_backend import ONNX_FILE, OnnxHashtagModel, load_onnx
+from inference.device import DeviceUnavailable, inference_dtype, resolve_device, serving_device
+from inference.engine import Servable
+from inference.onnx_backend import ONNX_FILE, load_onnx
+from inference.spec import DEFAULT_MODEL, DEFAULT_PRETRAINED, ModelLoadError
 from inference.vocab import VocabularyError, load_vocabulary
+
+if TYPE_CHECKING:
+    import torch
+
+    from inference.model import HashtagModel
 
 BACKENDS = ("auto", "torch", "onnx")
 
@@ -101,7 +98,7 @@ def check_model_arguments(parser: argparse.ArgumentParser, args: argparse.Namesp
         parser.error("--int8 applies to --backend onnx")
 
 
-def chosen_backend(args: argparse.Namespace, device: torch.device) -> str:
+def chosen_backend(args: argparse.Namespace, device: str) -> str:
     """`auto` picks ONNX Runtime on a CPU when the checkpoint has been exported.
 
     Measured on a 2-core CPU (benchmarks/README.md): ONNX fp32 runs ViT-B-32 1.2-1.6x faster
@@ -112,24 +109,29 @@ def chosen_backend(args: argparse.Namespace, device: torch.device) -> str:
     if backend != "auto":
         return backend
     exported = bool(args.checkpoint) and (Path(args.checkpoint) / ONNX_FILE).is_file()
-    return "onnx" if exported and device.type == "cpu" else "torch"
+    return "onnx" if exported and device == "cpu" else "torch"
 
 
-def load_model_from_args(
-    args: argparse.Namespace,
-) -> tuple[HashtagModel | OnnxHashtagModel, torch.device]:
-    """The model the options describe, on its device. Raises one of MODEL_SETUP_ERRORS."""
-    device = resolve_device(args.device)
+def load_model_from_args(args: argparse.Namespace) -> tuple[Servable, str]:
+    """The model the options describe, on its device, and that device's name.
+
+    Raises one of MODEL_SETUP_ERRORS. The ONNX backend on a CPU never imports torch.
+    """
+    device = serving_device(args.device)
     if chosen_backend(args, device) == "onnx":
-        if device.type != "cpu":
+        if device != "cpu":
             raise DeviceUnavailable("--backend onnx runs on the CPU; use --device cpu")
         return load_onnx(args.checkpoint, int8=args.int8), device
-    model, device = load_torch_model(args)
-    return prepare_for_inference(model, device, inference_dtype(device)), device
+    from inference.loading import prepare_for_inference
+
+    model, torch_device = load_torch_model(args)
+    return prepare_for_inference(model, torch_device, inference_dtype(torch_device)), device
 
 
 def load_torch_model(args: argparse.Namespace) -> tuple[HashtagModel, torch.device]:
     """The torch model the options describe, float32 on the CPU, and the device they name."""
+    from inference.loading import load_checkpoint, load_zero_shot
+
     device = resolve_device(args.device)
     if getattr(args, "checkpoint", None):
         return load_checkpoint(args.checkpoint), device

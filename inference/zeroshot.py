@@ -10,7 +10,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -41,14 +40,6 @@ HASHTAG_TEMPLATES = (
 ZERO_SHOT_COSINE_OFFSET = 0.2
 
 HEAD_CACHE_VERSION = 1
-
-
-def default_cache_dir() -> Path:
-    """$HASHTAG_CACHE_DIR, else the XDG cache folder (the Docker image points it at /data)."""
-    if configured := os.environ.get("HASHTAG_CACHE_DIR"):
-        return Path(configured)
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "hashtag-bot"
 
 
 def head_cache_key(

@@ -84,7 +84,7 @@ def test_usage_errors_exit_2(argv):
 def test_unusable_model_exits_2_with_advice(photos, capsys):
     assert main(["--device", "cpu", photos[0]]) == 2  # default weights; offline in tests
     err = capsys.readouterr().err
-    assert "could not download" in err and "Traceback" not in err
+    assert "not downloaded yet" in err and "Traceback" not in err
 
 
 def test_cuda_requested_without_a_gpu_is_a_clear_error(model_args, photos, capsys):

@@ -39,7 +39,7 @@ async def test_batched_results_equal_one_by_one_results(tiny_model):
         assert max(engine.batch_sizes) > 1, "concurrent requests should share forward passes"
         assert sum(engine.batch_sizes) == len(images)
         for data, prediction in zip(images, batched, strict=True):
-            scores, embeddings = engine.forward_batch(engine.preprocess(data).unsqueeze(0))
+            scores, embeddings = engine.forward_batch(engine.preprocess(data)[None])
             np.testing.assert_allclose(prediction.scores, scores[0], atol=1e-5)
             np.testing.assert_allclose(prediction.embedding, embeddings[0], atol=1e-3)
             assert [t for t, _ in prediction.top(5)] == [
@@ -131,6 +131,6 @@ async def test_under_load_the_next_batch_starts_at_once(tiny_model):
 
 def test_batch_size_and_decode_threads_follow_the_device(tiny_model):
     cpu, gpu = InferenceEngine(tiny_model, CPU), InferenceEngine(tiny_model, torch.device("cuda"))
-    assert (cpu.max_batch_size, cpu._decode_pool._max_workers) == (32, 2)
+    assert (cpu.max_batch_size, cpu._decode_pool._max_workers) == (8, 2)
     assert gpu.max_batch_size == 128 and gpu._decode_pool._max_workers >= 2
-    assert InferenceEngine(tiny_model, CPU, max_batch_size=8).max_batch_size == 8
+    assert InferenceEngine(tiny_model, CPU, max_batch_size=32).max_batch_size == 32

@@ -1,6 +1,9 @@
 """`python -m finetune export`: the ONNX graph computes what the torch model computes."""
 
 import json
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import onnx
@@ -73,10 +76,10 @@ def test_int8_stays_close_to_fp32(checkpoint):
     from inference.onnx_backend import load_onnx
 
     assert main(["export", "--checkpoint", str(checkpoint)]) == 0
-    pixels = torch.randn(8, 3, 32, 32)
+    pixels = np.random.default_rng(0).standard_normal((8, 3, 32, 32), np.float32)
     _, fp32 = load_onnx(checkpoint)(pixels)
     _, int8 = load_onnx(checkpoint, int8=True)(pixels)
-    cosine = torch.nn.functional.cosine_similarity(fp32, int8, dim=1)
+    cosine = (fp32 * int8).sum(1) / np.linalg.norm(fp32, axis=1) / np.linalg.norm(int8, axis=1)
     assert cosine.min() > 0.99, cosine
 
 
@@ -104,9 +107,75 @@ def test_auto_prefers_onnx_on_a_cpu_once_the_checkpoint_is_exported(checkpoint):
     from inference.options import chosen_backend
 
     args = Namespace(backend="auto", checkpoint=checkpoint)
-    cpu = torch.device("cpu")
+    cpu = "cpu"
     assert chosen_backend(args, cpu) == "torch"  # nothing exported yet
     assert main(["export", "--checkpoint", str(checkpoint)]) == 0
     assert chosen_backend(args, cpu) == "onnx"
-    assert chosen_backend(args, torch.device("cuda")) == "torch"  # GPUs keep torch (fp16)
+    assert chosen_backend(args, "cuda") == "torch"  # GPUs keep torch (fp16)
     assert chosen_backend(Namespace(backend="torch", checkpoint=checkpoint), cpu) == "torch"
+
+
+# Run as `python -c`: blocks torch and everything built on it, then runs a command's main().
+WITHOUT_TORCH = """
+import sys
+for name in ("torch", "torchvision", "open_clip", "timm"):
+    sys.modules[name] = None  # any import of them now raises ImportError
+from {module} import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def without_torch(module: str, args: list[str], **options) -> subprocess.CompletedProcess:
+    script = WITHOUT_TORCH.format(module=module)
+    return subprocess.run(
+        [sys.executable, "-c", script, *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        **options,
+    )
+
+
+def test_serving_onnx_never_imports_torch(checkpoint, tmp_path, capsys):
+    """torch with its CUDA libraries is most of a process's memory: the lean bot needs none."""
+    assert main(["export", "--checkpoint", str(checkpoint)]) == 0
+    photos = []
+    for seed in range(3):
+        photos.append(tmp_path / f"photo{seed}.jpg")
+        photos[-1].write_bytes(jpeg(seed=seed))
+    # `auto` must find the CPU without torch too, wherever no NVIDIA driver is loaded.
+    device = [] if not Path("/proc/driver/nvidia/version").exists() else ["--device", "cpu"]
+    lean = without_torch(
+        "inference.cli", ["--checkpoint", str(checkpoint), "--json", *device, *map(str, photos)]
+    )
+    assert lean.returncode == 0, lean.stderr
+    capsys.readouterr()
+    assert (
+        inference_main(
+            ["--checkpoint", str(checkpoint), "--backend", "torch", "--json", *map(str, photos)]
+        )
+        == 0
+    )
+    with_torch = capsys.readouterr().out
+    for ours, theirs in zip(lean.stdout.splitlines(), with_torch.splitlines(), strict=True):
+        ours = {t["tag"]: t["score"] for t in json.loads(ours)["hashtags"]}
+        theirs = {t["tag"]: t["score"] for t in json.loads(theirs)["hashtags"]}
+        # The same scores (ties may order differently): the same pixels went into the same net.
+        np.testing.assert_allclose(sorted(ours.values()), sorted(theirs.values()), atol=2e-4)
+        assert all(abs(ours[tag] - theirs[tag]) <= 2e-4 for tag in ours.keys() & theirs.keys())
+        assert len(ours.keys() & theirs.keys()) >= len(ours) - 2
+
+    console = without_torch(
+        "bot.cli",
+        [
+            "--console",
+            "--checkpoint",
+            str(checkpoint),
+            "--db",
+            str(tmp_path / "bot.sqlite3"),
+            *device,
+        ],
+        input=f"{photos[0]}\ny 1\nquit\n",
+    )
+    assert console.returncode == 0, console.stderr
+    assert "Saved: #" in console.stdout

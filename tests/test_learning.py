@@ -12,8 +12,9 @@ import numpy as np
 import pytest
 import torch
 
-from bot.learning import CheckpointWatcher, Learner
-from bot.learning import checkpoint_stamp as stamp
+from bot.checkpoints import CheckpointWatcher
+from bot.checkpoints import checkpoint_stamp as stamp
+from bot.learning import Learner
 from bot.service import HashtagService, UserRef
 from bot.store import Store
 from finetune.cli import main as finetune_main
@@ -21,7 +22,8 @@ from finetune.feedback import FeedbackOptions, refit_head
 from finetune.publish import publish_checkpoint
 from inference.cli import main as inference_main
 from inference.engine import InferenceEngine
-from inference.loading import checkpoint_version, load_checkpoint, save_checkpoint
+from inference.loading import load_checkpoint, save_checkpoint
+from inference.spec import checkpoint_version
 from tests.answers import Scene, answer, current_ranking
 from tests.corpus import jpeg
 
@@ -282,7 +284,7 @@ async def test_a_broken_checkpoint_is_refused_and_the_old_head_serves(
         watcher = CheckpointWatcher(engine, checkpoint, loader)
         shutil.rmtree(checkpoint)
         staging.rename(checkpoint)
-        with caplog.at_level(logging.WARNING, logger="bot.learning"):
+        with caplog.at_level(logging.WARNING, logger="bot.checkpoints"):
             assert not await watcher.check()
             assert not await watcher.check()  # not retried until it changes again
         refusals = [r.getMessage() for r in caplog.records if "refused" in r.getMessage()]
@@ -390,5 +392,5 @@ async def test_a_learned_head_for_the_onnx_backend_comes_with_its_graph(tiny_mod
     served = load_onnx(out)
     assert served.spec.vocabulary == result.model.spec.vocabulary
     assert served.encoder_id == tiny_model.encoder_id  # the same encoder: its answers count
-    logits, _ = served(torch.zeros(1, 3, 32, 32))
+    logits, _ = served(np.zeros((1, 3, 32, 32), np.float32))
     assert logits.shape == (1, len(result.model.spec.vocabulary))

@@ -1,6 +1,11 @@
 """Building the model from open_clip weights, caching its head, and checkpoint round trips."""
 
+import os
 import pickle
+import socket
+import subprocess
+import sys
+import time
 from dataclasses import replace
 
 import open_clip
@@ -8,9 +13,11 @@ import pytest
 import torch
 
 from inference import zeroshot
-from inference.loading import ModelLoadError, load_checkpoint, load_zero_shot, save_checkpoint
+from inference.loading import load_checkpoint, load_zero_shot, save_checkpoint
 from inference.model import HashtagModel
+from inference.spec import ModelLoadError
 from inference.vocab import VocabularyError, load_vocabulary, parse_vocabulary
+from tests.corpus import jpeg
 
 VOCAB = ["beach", "sunset", "dog", "food", "selfie"]
 
@@ -136,9 +143,55 @@ def test_unknown_model_and_weights_get_actionable_errors(tiny_clip_files, tmp_pa
 
 def test_missing_download_is_a_clear_error():
     # conftest sets HF_HUB_OFFLINE=1: huggingface_hub fails at once, with no network traffic.
-    with pytest.raises(ModelLoadError, match="could not download") as caught:
+    with pytest.raises(ModelLoadError, match="not downloaded yet") as caught:
         load_zero_shot("ViT-B-32", "laion2b_s34b_b79k", VOCAB)
-    assert "--pretrained /path/to" in str(caught.value)
+    assert "HF_HUB_OFFLINE" in str(caught.value) and "--pretrained /path/to" in str(caught.value)
+
+
+def test_without_a_network_the_first_start_fails_at_once_in_one_line(tmp_path):
+    """The Hub client's retries (about 50 s, each logged twice) must not run: one probe decides.
+
+    "No network" is a closed port on 127.0.0.1 standing in for the Hub, so no traffic leaves.
+    """
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        closed_port = probe.getsockname()[1]
+    env = {
+        **os.environ,
+        "HF_HUB_OFFLINE": "0",
+        "HF_ENDPOINT": f"http://127.0.0.1:{closed_port}",
+        "HF_HOME": str(tmp_path / "hf"),
+        "HASHTAG_CACHE_DIR": str(tmp_path / "cache"),
+        "LOG_LEVEL": "INFO",
+    }
+    photo = tmp_path / "photo.jpg"
+    photo.write_bytes(jpeg())
+    for command in (["inference", "--device", "cpu", str(photo)], ["bot", "--console"]):
+        start = time.perf_counter()
+        run = subprocess.run(
+            [sys.executable, "-m", *command], env=env, capture_output=True, text=True, timeout=120
+        )
+        assert time.perf_counter() - start < 20, "it waited on retries"
+        assert run.returncode == 2, run.stderr
+        lines = [line for line in run.stderr.splitlines() if line.strip()]
+        assert len(lines) == 1, lines
+        assert "cannot be reached" in lines[0] and "--pretrained /path/to" in lines[0]
+
+
+def test_weights_in_the_hub_cache_need_no_network(tmp_path, monkeypatch):
+    from huggingface_hub import constants
+
+    from inference.hub import ensure_downloadable
+
+    snapshot = tmp_path / "models--org--clip" / "snapshots" / "abc123"
+    snapshot.mkdir(parents=True)
+    (snapshot / "open_clip_model.safetensors").write_bytes(b"weights")
+    (tmp_path / "models--org--clip" / "refs").mkdir()
+    (tmp_path / "models--org--clip" / "refs" / "main").write_text("abc123")
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path))
+    ensure_downloadable("ViT-B-32", "tag", {"hf_hub": "org/clip/"})  # no probe, no error
+    with pytest.raises(ModelLoadError, match="not downloaded yet"):  # HF_HUB_OFFLINE=1 here
+        ensure_downloadable("ViT-B-32", "tag", {"hf_hub": "org/other/"})
 
 
 def test_head_building_skips_the_text_padding(tiny_clip_files):

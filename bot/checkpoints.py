@@ -1,0 +1,81 @@
+"""The running bot takes new heads without a restart.
+
+`CheckpointWatcher` notices that the checkpoint directory it serves was replaced (written
+elsewhere, then renamed into place, as `python -m finetune feedback` does), loads it on a
+worker thread and swaps it into the engine between batches. A checkpoint that fails to load is
+refused with the reason in the log, and the old head keeps serving.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from pathlib import Path
+
+from bot import metrics
+from inference.engine import InferenceEngine, Servable
+from inference.onnx_backend import ONNX_FILE
+from inference.spec import CONFIG_FILE, WEIGHTS_FILE
+
+log = logging.getLogger(__name__)
+
+# Loads a checkpoint directory for serving: (model on the engine's device, its version).
+CheckpointLoader = Callable[[Path], tuple[Servable, str]]
+
+
+def checkpoint_stamp(directory: Path) -> tuple | None:
+    """What changes when a checkpoint is replaced; None while it is not (yet) a checkpoint."""
+    stamp = []
+    for name in (CONFIG_FILE, WEIGHTS_FILE, ONNX_FILE):
+        try:
+            info = (directory / name).stat()
+        except FileNotFoundError:
+            if name == ONNX_FILE:
+                continue
+            return None
+        stamp.append((name, info.st_ino, info.st_mtime_ns, info.st_size))
+    return tuple(stamp)
+
+
+class CheckpointWatcher:
+    def __init__(
+        self,
+        engine: InferenceEngine,
+        directory: Path,
+        load: CheckpointLoader,
+        interval: float = 10.0,
+        served_stamp: tuple | None = None,
+    ):
+        """`served_stamp`: the stamp of what the engine serves now (taken before loading it)."""
+        self.engine, self.directory, self._load = engine, Path(directory), load
+        self.interval = interval
+        self._seen = served_stamp
+
+    async def run(self) -> None:
+        while True:
+            await asyncio.sleep(self.interval)
+            await self.check()
+
+    async def check(self) -> bool:
+        """Swap in the checkpoint if it changed since last seen; True when it was swapped."""
+        stamp = checkpoint_stamp(self.directory)
+        if stamp is None or stamp == self._seen:
+            return False
+        self._seen = stamp  # a broken checkpoint is tried again only once it changes again
+        try:
+            model, version = await asyncio.to_thread(self._load, self.directory)
+        except Exception as error:  # whatever is wrong with it, the old head keeps serving
+            metrics.MODEL_SWAPS.labels("refused").inc()
+            log.warning(
+                "refused the new checkpoint in %s: %s. Still serving %s.",
+                self.directory,
+                error,
+                self.engine.model_version,
+            )
+            return False
+        previous = self.engine.model_version
+        self.engine.swap_model(model, version)
+        metrics.MODEL_SWAPS.labels("swapped").inc()
+        log.info("swapped in %s (was %s)", version, previous)
+        return True
