@@ -27,7 +27,8 @@ from finetune.embeddings import embed_images
 from finetune.losses import make_loss
 from finetune.training import TrainOptions, train_linear_probe, unlock_last_blocks
 from inference.device import resolve_device
-from inference.model import HashtagModel, ModelSpec
+from inference.model import HashtagModel
+from inference.spec import ModelSpec
 from tests.corpus import jpeg
 
 HARRISON_IMAGES, HARRISON_TRAIN, VOCABULARY, EPOCHS = 57_383, 47_383, 997, 10

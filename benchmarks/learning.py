@@ -45,13 +45,14 @@ from torch import nn
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.harrison import TagLists
-from bot.learning import CheckpointWatcher, checkpoint_stamp
+from bot.checkpoints import CheckpointWatcher, checkpoint_stamp
 from bot.store import VERDICT_ACCEPT, VERDICT_REJECT, Store
 from finetune.feedback import FeedbackOptions, refit_head
 from finetune.publish import publish_checkpoint
 from inference.engine import InferenceEngine
-from inference.loading import checkpoint_version, load_checkpoint, save_checkpoint
-from inference.model import HashtagModel, ModelSpec, build_vision_tower
+from inference.loading import load_checkpoint, save_checkpoint
+from inference.model import HashtagModel, build_vision_tower
+from inference.spec import ModelSpec, checkpoint_version
 from inference.vocab import load_vocabulary
 
 DIM, SHOWN, NEWCOMER_PHOTOS, PEOPLE = 512, 10, 1000, 500
