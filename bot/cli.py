@@ -23,9 +23,9 @@ from bot.console import run_console
 from bot.health import start_health_server
 from bot.logs import configure_logging
 from bot.ratelimit import RateLimit
-from bot.schema import SchemaTooNew
 from bot.service import DEFAULT_RATE_LIMIT, HashtagService
-from bot.store import Store, default_db_path
+from bot.store import Store, StoreUnavailable, default_db_path, is_postgres_url
+from bot.store.schema import SchemaTooNew
 from inference.device import serving_device
 from inference.engine import InferenceEngine, Servable
 from inference.onnx_backend import OnnxHashtagModel
@@ -68,9 +68,9 @@ def build_parser() -> argparse.ArgumentParser:
     add_model_arguments(parser)
     parser.add_argument(
         "--db",
-        type=Path,
         default=default_db_path(),
-        help="SQLite database file (default: hashtag-bot.sqlite3 here, or $HASHTAG_DB)",
+        help="a SQLite file (default: hashtag-bot.sqlite3 here), or a PostgreSQL URL "
+        "(postgresql://user@host/db) for several bot processes on one database; $HASHTAG_DB",
     )
     parser.add_argument("--top-k", type=int, default=10, help="hashtags per suggestion")
     limits = parser.add_argument_group("rate limit (chat platforms; the console has none)")
@@ -181,13 +181,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error("--rate-per-minute must be positive and --rate-burst at least 1")
     if args.learn_every is not None and args.learn_every <= 0:
         parser.error("--learn-every takes a positive number of hours")
+    if args.learn_every and is_postgres_url(args.db) and not args.learned_checkpoint:
+        parser.error(
+            "with a PostgreSQL --db, give --learned-checkpoint DIR (on storage every process "
+            "that serves it can read) and let one process learn"
+        )
     if not args.console and not (tokens.telegram or tokens.discord):
         print(NO_TOKEN, file=sys.stderr)
         return EXIT_USAGE
     configure_logging([tokens.telegram, tokens.discord], level="WARNING" if args.console else None)
     try:
         return asyncio.run(_run(args, tokens, channels))
-    except (*MODEL_SETUP_ERRORS, SchemaTooNew) as error:
+    except (*MODEL_SETUP_ERRORS, SchemaTooNew, StoreUnavailable) as error:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_USAGE
 
@@ -335,7 +340,7 @@ def _served_checkpoint(args: argparse.Namespace) -> Path | None:
     """
     if not args.learn_every:
         return args.checkpoint
-    learned = args.learned_checkpoint or args.db.resolve().parent / "learned-model"
+    learned = args.learned_checkpoint or Path(args.db).resolve().parent / "learned-model"
     if checkpoint_stamp(learned):
         try:
             base = ModelSpec.from_file(learned / CONFIG_FILE).provenance.get("base")

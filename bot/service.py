@@ -114,7 +114,9 @@ class HashtagService:
         self.weights = weights or Weights()
         self.top_k = top_k
         self._rate_limiter = RateLimiter(rate_limit) if rate_limit else None
-        self._profiles: OrderedDict[int, UserProfile] = OrderedDict()
+        # Each cached profile with the store's history_version it reflects, so answers stored
+        # by another process sharing the database are noticed (one primary-key read a photo).
+        self._profiles: OrderedDict[int, tuple[UserProfile, int]] = OrderedDict()
         self._profile_cache_size = profile_cache_size
         self._global_prior: GlobalPrior | None = None
         self._global_prior_time = 0.0
@@ -350,14 +352,20 @@ class HashtagService:
     async def _refresh_profile(self, user_id: int, suggestion_id: int) -> None:
         """Bring a cached profile up to date with one photo's answers: one small read and a few
         counts, however long the person's history."""
-        profile = self._profiles.get(user_id)
-        if profile is None:
+        cached = self._profiles.get(user_id)
+        if cached is None:
             return
+        profile, known_version = cached
         try:
             photo = await self.store.user_history(user_id, suggestion_id)
+            version = await self.store.history_version(user_id)
         except StoreUnavailable:
             self._profiles.pop(user_id, None)  # the answer is stored; rebuild on the next photo
             return
+        if version != known_version + 1:  # another change came in meanwhile: rebuild
+            self._profiles.pop(user_id, None)
+            return
+        self._profiles[user_id] = (profile, version)
         if photo.photos:
             taken, embedding, verdicts = (
                 photo.photo_times[0],
@@ -369,13 +377,14 @@ class HashtagService:
             profile.remove_photo(suggestion_id)
 
     async def _profile(self, user_id: int) -> UserProfile:
-        profile = self._profiles.pop(user_id, None)
+        version = await self.store.history_version(user_id)
+        profile, known_version = self._profiles.pop(user_id, (None, -1))
         if profile is not None and time.time() - profile.now > PROFILE_MAX_AGE:
             profile = None  # time decay is computed from when it was built
-        if profile is None:
+        if profile is None or known_version != version:
             history = await self.store.user_history(user_id)
             profile = UserProfile.from_history(history, time.time(), self.weights)
-        self._profiles[user_id] = profile
+        self._profiles[user_id] = (profile, version)
         if len(self._profiles) > self._profile_cache_size:
             self._profiles.popitem(last=False)
         return profile

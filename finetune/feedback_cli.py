@@ -11,8 +11,8 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from bot.schema import SchemaTooNew
-from bot.store import Store, StoreUnavailable, default_db_path
+from bot.store import Store, StoreUnavailable, default_db_path, is_postgres_url
+from bot.store.schema import SchemaTooNew
 from finetune.cli import METRIC_COLUMNS, metric_row
 from finetune.feedback import FeedbackOptions, NotEnoughAnswers
 from finetune.learn import learn_round
@@ -42,10 +42,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--db",
-        type=Path,
         default=default_db_path(),
-        help="the bot's database, as `python -m bot --db` takes it (default: $HASHTAG_DB, "
-        "else hashtag-bot.sqlite3)",
+        help="the bot's database, as `python -m bot --db` takes it: a SQLite file or a "
+        "PostgreSQL URL (default: $HASHTAG_DB, else hashtag-bot.sqlite3)",
     )
     parser.add_argument(
         "--out",
@@ -85,7 +84,7 @@ def main(argv: Sequence[str]) -> int:
     check_model_arguments(parser, args)
     if args.min_people < 1:
         parser.error("--min-people must be at least 1")
-    if not args.db.is_file():
+    if not is_postgres_url(args.db) and not Path(args.db).is_file():
         parser.error(f"--db {args.db} does not exist: point it at the bot's database")
     logging.basicConfig(level=os.environ.get("LOG_LEVEL", "WARNING").upper())
     options = FeedbackOptions(

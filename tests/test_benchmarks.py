@@ -32,3 +32,11 @@ def test_the_personalisation_benchmark_gives_the_same_answer_under_any_hash_seed
 def test_the_learning_benchmark_runs_end_to_end():
     summary = json.loads(run("learning.py", "--answers", "40", "--every", "20", "--large", "300"))
     assert summary["refit_seconds_300"] > 0 and summary["swap_gap_ms"] > 0
+
+
+def test_the_store_benchmark_runs_on_both_back_ends(postgres_server):
+    """The fixture only checks that PostgreSQL's binaries are here; the benchmark starts its own."""
+    summary = json.loads(run("store.py", "--seconds", "0.5"))
+    for back_end in ("sqlite", "postgresql"):
+        for writers in (1, 4):
+            assert summary[f"{back_end}_{writers}_writers"]["answers_per_s"] > 0

@@ -1,23 +1,37 @@
-"""The SQLite store against real database files: migrations, idempotency, forget, failures."""
+"""The store on both back ends, against real databases: a SQLite file and a throwaway
+PostgreSQL server. The same tests run on each (the `store` fixture); what only one back end has
+(SQLite's pragmas and file locks, PostgreSQL's concurrent start-up) is tested on its own."""
 
 import asyncio
+import socket
 import sqlite3
 
 import aiosqlite
 import numpy as np
 import pytest
 
-from bot.schema import SchemaTooNew, migrate, migrations
-from bot.store import Store, StoreUnavailable
+from bot.store import SchemaTooNew, Store, StoreUnavailable
+from bot.store.schema import migrate, migrations
 
 EMBEDDING = np.ones(8, dtype=np.float32) / np.sqrt(8)
 
 
-@pytest.fixture
-async def store(tmp_path):
-    store = await Store.open(tmp_path / "bot.sqlite3")
+@pytest.fixture(params=["sqlite", "postgresql"])
+async def store(request, tmp_path):
+    if request.param == "sqlite":
+        location = tmp_path / "bot.sqlite3"
+    else:
+        location = request.getfixturevalue("postgres_url")
+    store = await Store.open(location)
     yield store
     await store.close()
+
+
+async def rows_per_user(store: Store, table: str) -> dict[int, int]:
+    column = "id" if table == "users" else "user_id"
+    async with store._reading() as db:
+        rows = await db.fetch(f"SELECT {column}, COUNT(*) FROM {table} GROUP BY {column}")
+    return {key: count for key, count in rows}
 
 
 async def new_suggestion(store: Store, platform_user_id: str = "1", shown=None) -> tuple[int, int]:
@@ -33,7 +47,8 @@ def schema_of(path) -> list[tuple]:
         ).fetchall()
 
 
-async def test_a_new_database_is_at_the_newest_version_with_safe_settings(store, tmp_path):
+async def test_a_new_database_is_at_the_newest_version_with_safe_settings(tmp_path):
+    store = await Store.open(tmp_path / "bot.sqlite3")
     newest = migrations()[-1].version
     with sqlite3.connect(tmp_path / "bot.sqlite3") as db:
         assert db.execute("PRAGMA user_version").fetchone()[0] == newest
@@ -42,6 +57,7 @@ async def test_a_new_database_is_at_the_newest_version_with_safe_settings(store,
         assert [version for (version,) in applied] == list(range(1, newest + 1))
     cursor = await store._db.execute("PRAGMA foreign_keys")
     assert (await cursor.fetchone())[0] == 1
+    await store.close()
 
 
 @pytest.mark.parametrize("start", range(len(migrations())))
@@ -93,17 +109,48 @@ async def test_reply_lookup_and_embeddings_round_trip(store):
     np.testing.assert_allclose(history.embeddings[0], EMBEDDING, atol=1e-3)
 
 
-async def test_forget_removes_every_row_of_that_user_and_nobody_else(store, tmp_path):
+async def test_forget_removes_every_row_of_that_user_and_nobody_else(store):
     alice, alice_photo = await new_suggestion(store, "alice")
     bob, bob_photo = await new_suggestion(store, "bob")
     for user_id, photo in ((alice, alice_photo), (bob, bob_photo)):
         await store.record_feedback(photo, user_id, ["beach"], 1, "reaction")
     await store.forget_user(alice)
-    with sqlite3.connect(tmp_path / "bot.sqlite3") as db:
-        for table, column in (("users", "id"), ("suggestions", "user_id"), ("feedback", "user_id")):
-            rows = dict(db.execute(f"SELECT {column}, COUNT(*) FROM {table} GROUP BY {column}"))
-            assert alice not in rows and rows[bob] == 1
+    for table in ("users", "suggestions", "feedback"):
+        rows = await rows_per_user(store, table)
+        assert alice not in rows and rows[bob] == 1
     assert await store.find_user_id("telegram", "alice") is None
+
+
+async def test_ids_are_never_reused(store):
+    """A stale button or reaction must never reach a newer person's or photo's rows."""
+    alice, alice_photo = await new_suggestion(store, "alice")
+    await store.forget_user(alice)
+    again, again_photo = await new_suggestion(store, "alice")
+    assert again > alice and again_photo > alice_photo
+    assert await store.suggestion(alice_photo) is None
+
+
+async def test_every_change_to_a_persons_answers_counts_in_their_history_version(store):
+    user_id, suggestion_id = await new_suggestion(store)
+    other, _ = await new_suggestion(store, "other")
+    assert await store.history_version(user_id) == 0
+    await store.record_feedback(suggestion_id, user_id, ["beach"], 1, "reaction")
+    await store.record_feedback(suggestion_id, user_id, ["sea"], -1, "button")
+    await store.remove_feedback(suggestion_id, "reaction")
+    assert await store.history_version(user_id) == 3
+    assert await store.history_version(other) == 0
+
+
+async def test_answers_personalisation_record_and_counts_agree(store):
+    user_id, suggestion_id = await new_suggestion(store)
+    await store.record_feedback(suggestion_id, user_id, ["beach", "sun"], 1, "button")
+    await store.record_feedback(suggestion_id, user_id, ["sea"], -1, "button")
+    counts, photos = await store.accepted_tag_counts()
+    assert counts == {"beach": 1, "sun": 1} and photos == 1
+    assert await store.accepted_tag_counts(since=2**40) == ({}, 0)
+    answered, skipped = await store.answered_photos("no-such-encoder")
+    assert answered == [] and skipped == 1
+    assert await store.personalisation_record() == (0, 0)  # shown without logits: no verdict
 
 
 async def test_many_coroutines_write_at_once_and_nothing_is_lost(store):
@@ -116,6 +163,9 @@ async def test_many_coroutines_write_at_once_and_nothing_is_lost(store):
         *(store.user_id("telegram", f"other{i}") for i in range(20)),
     )
     assert len((await store.user_history(user_id)).verdicts[0]) == 60
+
+
+# --- SQLite only ------------------------------------------------------------------------
 
 
 async def test_a_locked_database_is_a_clear_error_not_a_crash(tmp_path):
@@ -133,7 +183,8 @@ async def test_a_locked_database_is_a_clear_error_not_a_crash(tmp_path):
     await store.close()
 
 
-async def test_a_full_disk_is_a_clear_error_and_keeps_what_was_saved(store):
+async def test_a_full_disk_is_a_clear_error_and_keeps_what_was_saved(tmp_path):
+    store = await Store.open(tmp_path / "bot.sqlite3")
     user_id, suggestion_id = await new_suggestion(store)
     await store.record_feedback(suggestion_id, user_id, ["beach"], 1, "button")
     cursor = await store._db.execute("PRAGMA page_count")
@@ -144,3 +195,42 @@ async def test_a_full_disk_is_a_clear_error_and_keeps_what_was_saved(store):
             suggestion_id, user_id, [f"long-tag-{i}-" + "x" * 200 for i in range(400)], 1, "typed"
         )
     assert (await store.user_history(user_id)).verdicts == [{"beach": 1}]
+    await store.close()
+
+
+# --- PostgreSQL only --------------------------------------------------------------------
+
+
+async def test_processes_starting_together_migrate_once(postgres_url):
+    """Every bot process migrates on start; the advisory lock makes the first one do it."""
+    stores = await asyncio.gather(*(Store.open(postgres_url) for _ in range(6)))
+    async with stores[0]._reading() as db:
+        applied = await db.fetch("SELECT version FROM schema_migrations ORDER BY version")
+    newest = migrations("postgresql")[-1].version
+    assert [version for (version,) in applied] == list(range(1, newest + 1))
+    assert newest == migrations()[-1].version  # both back ends have every step
+    await asyncio.gather(*(store.close() for store in stores))
+
+
+async def test_a_postgres_database_from_newer_code_is_refused(postgres_url):
+    store = await Store.open(postgres_url)
+    async with store._transaction() as db:
+        await db.execute(
+            "INSERT INTO schema_migrations (version, name, applied_at) VALUES (?, ?, ?)",
+            999,
+            "future",
+            0.0,
+        )
+    await store.close()
+    with pytest.raises(SchemaTooNew, match="newer version of the bot"):
+        await Store.open(postgres_url)
+
+
+async def test_an_unreachable_server_is_a_clear_error(postgres_server):
+    with socket.socket() as probe:  # a port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        closed_port = probe.getsockname()[1]
+    url = f"postgresql://postgres:secret@127.0.0.1:{closed_port}/nowhere"
+    with pytest.raises(StoreUnavailable, match="cannot connect to PostgreSQL") as caught:
+        await Store.open(url)
+    assert "secret" not in str(caught.value)  # the password never reaches a log line

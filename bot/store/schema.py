@@ -1,8 +1,10 @@
 """Applying the numbered SQL files in `migrations/` at start-up.
 
-Each file `NNNN_name.sql` runs once, inside a transaction together with the bump of
-`PRAGMA user_version` and a row in `schema_migrations`, so a crash mid-migration leaves the
-database at the previous version, never half-migrated.
+Each file `NNNN_name.sql` runs once, inside a transaction together with a row in
+`schema_migrations` (and, in SQLite, the bump of `PRAGMA user_version`), so a crash
+mid-migration leaves the database at the previous version, never half-migrated. SQLite's files
+are `migrations/*.sql`; PostgreSQL's, the same steps in its types, `migrations/postgresql/`
+(applied by bot/store/postgres.py).
 """
 
 from __future__ import annotations
@@ -26,9 +28,12 @@ class Migration:
     sql: str
 
 
-def migrations() -> list[Migration]:
+def migrations(dialect: str = "sqlite") -> list[Migration]:
+    folder = resources.files("migrations")
+    if dialect != "sqlite":
+        folder = folder / dialect
     found = []
-    for entry in resources.files("migrations").iterdir():
+    for entry in folder.iterdir():
         match = re.fullmatch(r"(\d{4})_(\w+)\.sql", entry.name)
         if match:
             found.append(Migration(int(match[1]), match[2], entry.read_text(encoding="utf-8")))
@@ -44,18 +49,22 @@ async def schema_version(db: aiosqlite.Connection) -> int:
     return (await cursor.fetchone())[0]
 
 
+def check_not_newer(current: int, newest: int) -> None:
+    if current > newest:
+        raise SchemaTooNew(
+            f"the database is at schema version {current}, but this code knows only up to "
+            f"{newest}: it was written by a newer version of the bot. Upgrade the bot, or point "
+            "--db at another database."
+        )
+
+
 async def migrate(db: aiosqlite.Connection, target: int | None = None) -> int:
     """Bring the database to `target` (default: the newest migration); returns the version."""
     available = migrations()
     newest = available[-1].version if available else 0
     target = newest if target is None else target
     current = await schema_version(db)
-    if current > newest:
-        raise SchemaTooNew(
-            f"the database is at schema version {current}, but this code knows only up to "
-            f"{newest}: it was written by a newer version of the bot. Upgrade the bot, or point "
-            "--db at another file."
-        )
+    check_not_newer(current, newest)
     for migration in available:
         if current < migration.version <= target:
             # executescript takes no parameters; the name is a \w+ file name and the numbers

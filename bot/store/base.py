@@ -1,0 +1,322 @@
+"""The store's one interface, with every query written once for both databases.
+
+The queries are portable SQL with `?` placeholders; a back end supplies connections that run
+them (`bot/store/sqlite.py`, `bot/store/postgres.py`), its transactions and its error mapping.
+Each write is one transaction: once a method returns, what it wrote is committed, so callers
+acknowledge feedback to a person only after the write returned.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Iterable, Sequence
+from contextlib import AbstractAsyncContextManager
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+
+from bot.store.records import (
+    AnsweredPhoto,
+    StoredSuggestion,
+    UserHistory,
+    is_postgres_url,
+)
+from bot.trust import personal_order_won
+
+
+class Connection(Protocol):
+    """What the queries need of a database connection; `?` marks each parameter."""
+
+    async def fetch(self, query: str, *parameters: Any) -> Sequence[Sequence[Any]]: ...
+
+    async def execute(self, query: str, *parameters: Any) -> int:
+        """Runs one statement; returns the number of rows it changed."""
+        ...
+
+    async def executemany(self, query: str, rows: Iterable[Sequence[Any]]) -> None: ...
+
+
+class Store(ABC):
+    @staticmethod
+    async def open(location: str | Path, **options: Any) -> Store:
+        """A SQLite file path, or a PostgreSQL URL (`postgresql://user@host/db`, or
+        `postgresql://user@/db?host=/run/postgresql` for a unix socket); migrated on opening."""
+        if is_postgres_url(location):
+            from bot.store.postgres import PostgresStore
+
+            return await PostgresStore.connect(str(location), **options)
+        from bot.store.sqlite import SqliteStore
+
+        return await SqliteStore.connect(location, **options)
+
+    @abstractmethod
+    def _reading(self) -> AbstractAsyncContextManager[Connection]:
+        """A connection for reads, mapping the database's errors to StoreUnavailable."""
+
+    @abstractmethod
+    def _transaction(self) -> AbstractAsyncContextManager[Connection]:
+        """One write transaction: committed on leaving, rolled back on an error."""
+
+    @abstractmethod
+    async def close(self) -> None: ...
+
+    async def check_writable(self) -> None:
+        """Start a write transaction and end it: raises StoreUnavailable when no write could."""
+        async with self._transaction():
+            pass
+
+    async def find_user_id(self, platform: str, platform_user_id: str) -> int | None:
+        """The internal id of a person, or None for someone the bot has never answered."""
+        async with self._reading() as db:
+            rows = await db.fetch(
+                "SELECT id FROM users WHERE platform = ? AND platform_user_id = ?",
+                platform,
+                platform_user_id,
+            )
+        return rows[0][0] if rows else None
+
+    async def user_id(self, platform: str, platform_user_id: str) -> int:
+        """The internal id of a person, created on first sight.
+
+        Looked up first: a write (an fsync) only for someone new.
+        """
+        if (known := await self.find_user_id(platform, platform_user_id)) is not None:
+            return known
+        async with self._transaction() as db:
+            await db.execute(
+                "INSERT INTO users (platform, platform_user_id, created_at) VALUES (?, ?, ?) "
+                "ON CONFLICT (platform, platform_user_id) DO NOTHING",
+                platform,
+                platform_user_id,
+                time.time(),
+            )
+            rows = await db.fetch(
+                "SELECT id FROM users WHERE platform = ? AND platform_user_id = ?",
+                platform,
+                platform_user_id,
+            )
+        return rows[0][0]
+
+    async def history_version(self, user_id: int) -> int:
+        """Counts every change to the person's answers, from any process on this database."""
+        async with self._reading() as db:
+            rows = await db.fetch("SELECT history_version FROM users WHERE id = ?", user_id)
+        return rows[0][0] if rows else 0
+
+    async def add_suggestion(
+        self,
+        user_id: int,
+        platform: str,
+        embedding: np.ndarray,
+        shown: list[tuple[str, float]] | list[list],
+        model_version: str,
+        encoder: str | None = None,
+    ) -> int:
+        """`shown`: (tag, score), or Ranking.shown's entries with the logits bot.trust needs."""
+        entries = [[entry[0], round(float(entry[1]), 4), *entry[2:]] for entry in shown]
+        async with self._transaction() as db:
+            rows = await db.fetch(
+                "INSERT INTO suggestions (user_id, created_at, model_version, embedding, shown, "
+                "platform, encoder) VALUES (?, ?, ?, ?, ?, ?, ?) RETURNING id",
+                user_id,
+                time.time(),
+                model_version,
+                np.asarray(embedding, dtype=np.float16).tobytes(),
+                json.dumps(entries),
+                platform,
+                encoder,
+            )
+        return rows[0][0]
+
+    async def attach_reply(self, suggestion_id: int, chat_id: str, message_id: str) -> None:
+        """Remember which bot message carries a suggestion, so reactions to it can find it."""
+        async with self._transaction() as db:
+            await db.execute(
+                "UPDATE suggestions SET chat_id = ?, message_id = ? WHERE id = ?",
+                chat_id,
+                message_id,
+                suggestion_id,
+            )
+
+    async def suggestion(self, suggestion_id: int) -> StoredSuggestion | None:
+        return await self._one_suggestion("id = ?", suggestion_id)
+
+    async def suggestion_for_reply(
+        self, platform: str, chat_id: str, message_id: str
+    ) -> StoredSuggestion | None:
+        return await self._one_suggestion(
+            "platform = ? AND chat_id = ? AND message_id = ?", platform, chat_id, message_id
+        )
+
+    async def _one_suggestion(self, where: str, *parameters: Any) -> StoredSuggestion | None:
+        async with self._reading() as db:
+            rows = await db.fetch(
+                "SELECT id, user_id, platform, shown, chat_id, message_id, created_at, "
+                f"model_version FROM suggestions WHERE {where}",
+                *parameters,
+            )
+        if not rows:
+            return None
+        row = rows[0]
+        shown = [(tag, score) for tag, score, *_ in json.loads(row[3])]
+        return StoredSuggestion(row[0], row[1], row[2], shown, row[4], row[5], row[6], row[7])
+
+    async def record_feedback(
+        self, suggestion_id: int, user_id: int, tags: Iterable[str], verdict: int, source: str
+    ) -> list[str]:
+        """Upsert one verdict per tag: the same reaction twice counts once.
+
+        Returns the tags that had no such verdict from any source before (what the quality
+        metrics count, so a 👍 after a button press is not counted twice).
+        """
+        now = time.time()
+        tags = list(dict.fromkeys(tags))
+        rows = [(suggestion_id, user_id, tag, source, verdict, now) for tag in tags]
+        async with self._transaction() as db:
+            before = {
+                row[0]
+                for row in await db.fetch(
+                    "SELECT tag FROM feedback WHERE suggestion_id = ? AND verdict = ?",
+                    suggestion_id,
+                    verdict,
+                )
+            }
+            await db.executemany(
+                "INSERT INTO feedback (suggestion_id, user_id, tag, source, verdict, created_at) "
+                "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (suggestion_id, tag, source) "
+                "DO UPDATE SET verdict = excluded.verdict, created_at = excluded.created_at",
+                rows,
+            )
+            await _answers_changed(db, suggestion_id)
+        return [tag for tag in tags if tag not in before]
+
+    async def remove_feedback(
+        self, suggestion_id: int, source: str, verdict: int | None = None
+    ) -> int:
+        """Undo what one source said about a photo (e.g. a removed reaction)."""
+        query = "DELETE FROM feedback WHERE suggestion_id = ? AND source = ?"
+        parameters: tuple = (suggestion_id, source)
+        if verdict is not None:
+            query += " AND verdict = ?"
+            parameters += (verdict,)
+        async with self._transaction() as db:
+            removed = await db.execute(query, *parameters)
+            await _answers_changed(db, suggestion_id)
+        return removed
+
+    async def user_history(self, user_id: int, suggestion_id: int | None = None) -> UserHistory:
+        """The person's answered photos; with `suggestion_id`, only that one (if answered)."""
+        only_one = " AND f.suggestion_id = ?" if suggestion_id is not None else ""
+        async with self._reading() as db:
+            rows = await db.fetch(
+                "SELECT f.suggestion_id, f.tag, f.verdict, s.created_at, s.embedding, "
+                "s.personal_won FROM feedback f JOIN suggestions s ON s.id = f.suggestion_id "
+                f"WHERE f.user_id = ?{only_one} ORDER BY f.suggestion_id, f.created_at",
+                *((user_id,) if suggestion_id is None else (user_id, suggestion_id)),
+            )
+        photos: dict[int, tuple[float, bytes, dict[str, int], int]] = {}
+        for suggestion_id, tag, verdict, created_at, embedding, won in rows:
+            photo = photos.setdefault(suggestion_id, (created_at, embedding, {}, won))
+            photo[2][tag] = verdict  # rows come oldest first: the latest verdict wins
+        times = np.array([p[0] for p in photos.values()], dtype=np.float64)
+        vectors = [np.frombuffer(p[1], dtype=np.float16) for p in photos.values()]
+        embeddings = (
+            np.stack(vectors).astype(np.float32) if vectors else np.zeros((0, 0), np.float32)
+        )
+        return UserHistory(
+            times,
+            embeddings,
+            [p[2] for p in photos.values()],
+            list(photos),
+            [p[3] for p in photos.values()],
+        )
+
+    async def personalisation_record(self) -> tuple[int, int]:
+        """Everyone's answered photos where personalisation won, and where it lost."""
+        async with self._reading() as db:
+            rows = await db.fetch(
+                "SELECT COALESCE(SUM(CASE WHEN personal_won > 0 THEN 1 ELSE 0 END), 0), "
+                "COALESCE(SUM(CASE WHEN personal_won < 0 THEN 1 ELSE 0 END), 0) FROM suggestions"
+            )
+        wins, losses = rows[0]
+        return int(wins), int(losses)
+
+    async def accepted_tag_counts(self, since: float | None = None) -> tuple[dict[str, int], int]:
+        """Everyone's accepted tags (optionally since a time): per-tag photo counts, and photos."""
+        condition = "verdict = 1" + (" AND created_at >= ?" if since is not None else "")
+        parameters = (since,) if since is not None else ()
+        async with self._reading() as db:
+            counts = await db.fetch(
+                f"SELECT tag, COUNT(DISTINCT suggestion_id) FROM feedback WHERE {condition} "
+                "GROUP BY tag",
+                *parameters,
+            )
+            photos = await db.fetch(
+                f"SELECT COUNT(DISTINCT suggestion_id) FROM feedback WHERE {condition}",
+                *parameters,
+            )
+        return {tag: count for tag, count in counts}, photos[0][0]
+
+    async def answered_photos(self, encoder: str) -> tuple[list[AnsweredPhoto], int]:
+        """Every answered suggestion whose embedding `encoder` made, oldest first, and how many
+        answered suggestions were skipped because another (or an unknown) encoder made them."""
+        async with self._reading() as db:
+            suggestions = await db.fetch(
+                "SELECT id, user_id, created_at, embedding, shown FROM suggestions "
+                "WHERE encoder = ? AND id IN (SELECT suggestion_id FROM feedback) "
+                "ORDER BY created_at, id",
+                encoder,
+            )
+            verdicts: dict[int, dict[str, int]] = {}
+            for suggestion_id, tag, verdict in await db.fetch(
+                "SELECT f.suggestion_id, f.tag, f.verdict FROM feedback f "
+                "JOIN suggestions s ON s.id = f.suggestion_id WHERE s.encoder = ? "
+                "ORDER BY f.suggestion_id, f.created_at",
+                encoder,
+            ):
+                verdicts.setdefault(suggestion_id, {})[tag] = verdict  # the latest wins
+            skipped = await db.fetch(
+                "SELECT COUNT(*) FROM suggestions WHERE (encoder IS NULL OR encoder <> ?) "
+                "AND id IN (SELECT suggestion_id FROM feedback)",
+                encoder,
+            )
+        photos = [
+            AnsweredPhoto(
+                user_id=user_id,
+                created_at=created_at,
+                embedding=np.frombuffer(embedding, dtype=np.float16).astype(np.float32),
+                shown=[tag for tag, _ in json.loads(shown)],
+                verdicts=verdicts[suggestion_id],
+            )
+            for suggestion_id, user_id, created_at, embedding, shown in suggestions
+        ]
+        return photos, skipped[0][0]
+
+    async def forget_user(self, user_id: int) -> None:
+        """Delete the person and, by cascade, every suggestion and verdict of theirs."""
+        async with self._transaction() as db:
+            await db.execute("DELETE FROM users WHERE id = ?", user_id)
+
+
+async def _answers_changed(db: Connection, suggestion_id: int) -> None:
+    """After a change to one photo's answers: keep suggestions.personal_won in step with them
+    (bot/trust.py), and count the change in the person's history_version."""
+    (shown,), *_ = await db.fetch("SELECT shown FROM suggestions WHERE id = ?", suggestion_id)
+    answers = await db.fetch(
+        "SELECT tag, verdict FROM feedback WHERE suggestion_id = ? ORDER BY created_at",
+        suggestion_id,
+    )
+    verdicts = {tag: verdict for tag, verdict in answers}  # the latest verdict per tag wins
+    await db.execute(
+        "UPDATE suggestions SET personal_won = ? WHERE id = ?",
+        personal_order_won(json.loads(shown), verdicts),
+        suggestion_id,
+    )
+    await db.execute(
+        "UPDATE users SET history_version = history_version + 1 "
+        "WHERE id = (SELECT user_id FROM suggestions WHERE id = ?)",
+        suggestion_id,
+    )
