@@ -11,11 +11,14 @@ import asyncio
 import contextlib
 import logging
 import os
+import re
+import secrets
 import signal
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from bot import metrics
 from bot.checkpoints import CheckpointLoader, CheckpointWatcher, checkpoint_stamp
@@ -145,6 +148,30 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="SECONDS",
         help="on SIGTERM, how long to wait for photos in flight (default 20)",
     )
+    telegram_options = parser.add_argument_group(
+        "Telegram webhook (default: polling; the secret token comes from "
+        "$TELEGRAM_WEBHOOK_SECRET, or is made afresh at each start)"
+    )
+    telegram_options.add_argument(
+        "--telegram-webhook-url",
+        default=os.environ.get("TELEGRAM_WEBHOOK_URL"),
+        metavar="URL",
+        help="the public HTTPS address Telegram posts updates to, e.g. "
+        "https://bot.example.com/telegram; $TELEGRAM_WEBHOOK_URL",
+    )
+    telegram_options.add_argument(
+        "--telegram-webhook-listen",
+        default=os.environ.get("TELEGRAM_WEBHOOK_LISTEN", "127.0.0.1"),
+        metavar="ADDRESS",
+        help="address the webhook server binds, behind your HTTPS proxy (default 127.0.0.1)",
+    )
+    telegram_options.add_argument(
+        "--telegram-webhook-port",
+        type=int,
+        default=os.environ.get("TELEGRAM_WEBHOOK_PORT", "8443"),
+        metavar="PORT",
+        help="port of the webhook server (default 8443; $TELEGRAM_WEBHOOK_PORT)",
+    )
     discord_options = parser.add_argument_group("Discord")
     discord_options.add_argument(
         "--discord-guild",
@@ -172,6 +199,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     tokens = Tokens(
         telegram=os.environ.get("TELEGRAM_BOT_TOKEN", "").strip(),
         discord=os.environ.get("DISCORD_BOT_TOKEN", "").strip(),
+        webhook_secret=os.environ.get("TELEGRAM_WEBHOOK_SECRET", "").strip()
+        or secrets.token_urlsafe(32),
     )
     try:
         channels = [int(c) for c in args.discord_channels.replace(" ", "").split(",") if c]
@@ -186,10 +215,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             "with a PostgreSQL --db, give --learned-checkpoint DIR (on storage every process "
             "that serves it can read) and let one process learn"
         )
+    if not re.fullmatch(r"[A-Za-z0-9_-]{1,256}", tokens.webhook_secret):
+        parser.error("TELEGRAM_WEBHOOK_SECRET takes 1-256 characters: A-Z, a-z, 0-9, _ and -")
+    if args.telegram_webhook_url and not urlsplit(args.telegram_webhook_url).hostname:
+        parser.error("--telegram-webhook-url takes a full URL, e.g. https://bot.example.com/tg")
     if not args.console and not (tokens.telegram or tokens.discord):
         print(NO_TOKEN, file=sys.stderr)
         return EXIT_USAGE
-    configure_logging([tokens.telegram, tokens.discord], level="WARNING" if args.console else None)
+    secrets_to_hide = [tokens.telegram, tokens.discord, tokens.webhook_secret]
+    configure_logging(secrets_to_hide, level="WARNING" if args.console else None)
     try:
         return asyncio.run(_run(args, tokens, channels))
     except (*MODEL_SETUP_ERRORS, SchemaTooNew, StoreUnavailable) as error:
@@ -201,6 +235,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 class Tokens:
     telegram: str
     discord: str
+    webhook_secret: str  # Telegram sends it with every webhook call; others are refused
 
 
 async def _run(args: argparse.Namespace, tokens: Tokens, channels: list[int]) -> int:
@@ -283,7 +318,7 @@ async def _serve(service: HashtagService, tokens: Tokens, args, channels: list[i
             log.info("health and metrics on %s:%d", args.metrics_host, args.metrics_port)
         telegram = None
         if tokens.telegram:
-            telegram = await running.enter_async_context(_telegram(service, tokens.telegram))
+            telegram = await running.enter_async_context(_telegram(service, tokens, args))
             connected["telegram"] = lambda: telegram.updater.running
         if tokens.discord:
             client = await running.enter_async_context(
@@ -302,17 +337,35 @@ async def _serve(service: HashtagService, tokens: Tokens, args, channels: list[i
 
 
 @contextlib.asynccontextmanager
-async def _telegram(service: HashtagService, token: str):
+async def _telegram(service: HashtagService, tokens: Tokens, args: argparse.Namespace):
+    """Polling, or with --telegram-webhook-url PTB's webhook server (removed on the way out)."""
     from bot.telegram_bot import ALLOWED_UPDATES, build_application
 
-    application = build_application(service, token, os.environ.get("TELEGRAM_API_URL"))
+    application = build_application(service, tokens.telegram, os.environ.get("TELEGRAM_API_URL"))
+    webhook = args.telegram_webhook_url
     async with application:
         await application.start()
-        await application.updater.start_polling(allowed_updates=ALLOWED_UPDATES)
-        log.info("Telegram bot @%s is running", application.bot.username)
+        if webhook:
+            await application.updater.start_webhook(
+                listen=args.telegram_webhook_listen,
+                port=args.telegram_webhook_port,
+                url_path=urlsplit(webhook).path.lstrip("/"),
+                webhook_url=webhook,
+                secret_token=tokens.webhook_secret,
+                allowed_updates=ALLOWED_UPDATES,
+            )
+        else:
+            await application.updater.start_polling(allowed_updates=ALLOWED_UPDATES)
+        log.info(
+            "Telegram bot @%s is running (%s)",
+            application.bot.username,
+            f"webhook on port {args.telegram_webhook_port}" if webhook else "polling",
+        )
         yield application
         if application.updater.running:
             await application.updater.stop()
+        if webhook:  # Telegram would keep posting to a bot that is gone
+            await application.bot.delete_webhook()
         await application.stop()
 
 

@@ -129,8 +129,13 @@ class FakeBotAPI:
                 message["entities" if key == "text" else "caption_entities"] = [entity]
         return message
 
+    def new_update(self, **update) -> dict:
+        """An update as Telegram numbers it, for a test to deliver itself (webhook mode)."""
+        return {"update_id": next(self._update_ids), **update}
+
     async def send_update(self, **update) -> dict:
-        update = {"update_id": next(self._update_ids), **update}
+        """Queue an update for the bot's next getUpdates (polling mode)."""
+        update = self.new_update(**update)
         async with self._changed:
             self._updates.append(update)
             self._changed.notify_all()
@@ -219,6 +224,9 @@ class FakeBotAPI:
         return BOT_USER
 
     async def _method_deleteWebhook(self, params):
+        return True
+
+    async def _method_setWebhook(self, params):
         return True
 
     async def _method_getUpdates(self, params):

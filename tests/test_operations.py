@@ -121,3 +121,37 @@ async def test_bad_settings_stop_the_bot_before_anything_loads():
     _, err = await asyncio.wait_for(process.communicate(), 60)
     assert process.returncode == 2
     assert b"--metrics-port: invalid int value: 'nine-thousand'" in err
+
+
+async def test_telegram_webhook_mode_end_to_end(telegram, tiny_clip_files, tmp_path):
+    """Updates POSTed to the bot's own port (as Telegram does), the secret token checked."""
+    import aiohttp
+
+    port = free_port()
+    url = f"http://127.0.0.1:{port}/telegram-updates"
+    env = {
+        "TELEGRAM_BOT_TOKEN": TOKEN,
+        "TELEGRAM_API_URL": telegram.url,
+        "TELEGRAM_WEBHOOK_SECRET": "s3cret-for-tests",
+    }
+    options = ("--telegram-webhook-url", url, "--telegram-webhook-port", str(port))
+    bot = await start_bot(tiny_clip_files, tmp_path / "bot.sqlite3", env, *options)
+    try:
+        (registered,) = await telegram.wait_for("setWebhook", timeout=120)
+        assert registered["url"] == url and registered["secret_token"] == "s3cret-for-tests"
+        photo = telegram.message(1, photo=telegram.add_photo(jpeg()))
+        async with aiohttp.ClientSession() as http:
+            for secret, expected in (("wrong", 403), (None, 403), ("s3cret-for-tests", 200)):
+                headers = {"X-Telegram-Bot-Api-Secret-Token": secret} if secret else {}
+                update = telegram.new_update(message=photo)
+                async with http.post(url, json=update, headers=headers) as response:
+                    assert response.status == expected, (secret, await response.text())
+        (reply,) = await telegram.wait_for("sendMessage")  # only the update with the secret
+        assert int(reply["chat_id"]) == 1 and "#" in reply["text"]
+        assert not telegram.calls_to("getUpdates")  # no polling beside the webhook
+    finally:
+        bot.send_signal(signal.SIGTERM)
+        output, _ = await asyncio.wait_for(bot.communicate(), 60)
+    assert bot.returncode == 0, output.decode()
+    assert telegram.calls_to("deleteWebhook")  # removed on the way out
+    assert b"s3cret-for-tests" not in output  # the secret is redacted from the logs
