@@ -22,11 +22,13 @@ ENV PATH=/opt/venv/bin:$PATH \
     HASHTAG_DB=/data/hashtag-bot.sqlite3 \
     HASHTAG_CACHE_DIR=/data/cache \
     HF_HOME=/data/cache/huggingface \
-    METRICS_PORT=9100
+    METRICS_PORT=9100 \
+    TELEGRAM_WEBHOOK_LISTEN=0.0.0.0
 USER 10001:10001
 WORKDIR /data
 VOLUME ["/data"]
-EXPOSE 9100
+# 9100: /healthz and /metrics; 8443: Telegram's webhook, with --telegram-webhook-url only.
+EXPOSE 9100 8443
 # Healthy = model loaded, database writable, chat platforms connected (GET /healthz).
 HEALTHCHECK --interval=30s --timeout=5s --start-period=600s --retries=3 \
     CMD ["python", "-m", "bot.healthcheck"]

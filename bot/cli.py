@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import functools
 import logging
 import os
 import re
@@ -187,7 +188,24 @@ def build_parser() -> argparse.ArgumentParser:
         "message_content intent (default: none, so only DMs, mentions, /tags and the menu)",
     )
     discord_options.add_argument(
-        "--discord-sharded", action="store_true", help="AutoShardedClient, for large bots"
+        "--discord-sharded",
+        action="store_true",
+        help="all of Discord's recommended shards in this process (AutoShardedClient)",
+    )
+    discord_options.add_argument(
+        "--discord-shards",
+        type=shard_range,
+        default=os.environ.get("DISCORD_SHARDS"),
+        metavar="0-3",
+        help="run only these shards (a range, or ids separated by commas), so N processes "
+        "cover all of them; needs --discord-shard-count ($DISCORD_SHARDS)",
+    )
+    discord_options.add_argument(
+        "--discord-shard-count",
+        type=int,
+        default=os.environ.get("DISCORD_SHARD_COUNT"),
+        metavar="N",
+        help="how many shards the bot has across all its processes ($DISCORD_SHARD_COUNT)",
     )
     return parser
 
@@ -206,6 +224,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         channels = [int(c) for c in args.discord_channels.replace(" ", "").split(",") if c]
     except ValueError:
         parser.error("--discord-channels takes channel ids separated by commas")
+    if (args.discord_shards is None) != (args.discord_shard_count is None):
+        parser.error("--discord-shards and --discord-shard-count go together")
+    if args.discord_shards and not all(
+        0 <= shard < args.discord_shard_count for shard in args.discord_shards
+    ):
+        parser.error(
+            f"--discord-shards must be between 0 and {args.discord_shard_count - 1} "
+            "(shard ids count from 0)"
+        )
     if args.rate_per_minute <= 0 or args.rate_burst < 1:
         parser.error("--rate-per-minute must be positive and --rate-burst at least 1")
     if args.learn_every is not None and args.learn_every <= 0:
@@ -322,11 +349,13 @@ async def _serve(service: HashtagService, tokens: Tokens, args, channels: list[i
             connected["telegram"] = lambda: telegram.updater.running
         if tokens.discord:
             client = await running.enter_async_context(
-                _discord(
-                    service, tokens.discord, args.discord_guild, channels, args.discord_sharded
-                )
+                _discord(service, tokens.discord, args, channels)
             )
             connected["discord"] = lambda: client.is_ready() and not client.is_closed()
+            for shard_id in args.discord_shards or ():
+                connected[f"discord_shard_{shard_id}"] = functools.partial(
+                    _shard_connected, client, shard_id
+                )
         await stop.wait()
         # Stop taking updates, let the work in flight finish, then disconnect (stack exit).
         log.info("stopping: finishing the work in flight (at most %.0f s)", args.shutdown_timeout)
@@ -369,12 +398,39 @@ async def _telegram(service: HashtagService, tokens: Tokens, args: argparse.Name
         await application.stop()
 
 
+def shard_range(text: str) -> list[int]:
+    """ "0-3" -> [0, 1, 2, 3]; "0,2,5" -> [0, 2, 5]."""
+    shards: list[int] = []
+    for part in text.replace(" ", "").split(","):
+        first, _, last = part.partition("-")
+        try:
+            shards += range(int(first), int(last or first) + 1)
+        except ValueError:
+            message = f"{text!r}: give shard ids like 0-3 or 0,2,5"
+            raise argparse.ArgumentTypeError(message) from None
+    if not shards:
+        raise argparse.ArgumentTypeError(f"{text!r} names no shard")
+    return sorted(set(shards))
+
+
+def _shard_connected(client, shard_id: int) -> bool:
+    shard = client.get_shard(shard_id)
+    return shard is not None and not shard.is_closed()
+
+
 @contextlib.asynccontextmanager
-async def _discord(service, token: str, guild: int | None, channels: list[int], sharded: bool):
+async def _discord(service, token: str, args: argparse.Namespace, channels: list[int]):
     from bot.discord_bot import build_client, use_endpoints
 
     use_endpoints(os.environ.get("DISCORD_API_URL"), os.environ.get("DISCORD_GATEWAY_URL"))
-    client = build_client(service, guild_id=guild, content_channels=channels, sharded=sharded)
+    client = build_client(
+        service,
+        guild_id=args.discord_guild,
+        content_channels=channels,
+        sharded=args.discord_sharded,
+        shards=args.discord_shards,
+        shard_count=args.discord_shard_count,
+    )
     # discord.py reconnects by itself; the task ends only when the client is closed.
     running = asyncio.create_task(client.start(token), name="discord")
     log.info("Discord bot is starting")

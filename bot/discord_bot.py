@@ -13,7 +13,7 @@ and limits plain-message reading to the channels an admin chose.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 import discord
 import yarl
@@ -67,12 +67,18 @@ def build_client(
     guild_id: int | None = None,
     content_channels: Iterable[int] = (),
     sharded: bool = False,
+    shards: Sequence[int] | None = None,
+    shard_count: int | None = None,
     **client_options,
 ) -> discord.Client:
+    """`sharded`: all shards in this process, as many as Discord recommends; `shards` and
+    `shard_count`: only these of that many, so several processes share a bot's shards."""
     content_channels = frozenset(content_channels)
     intents = discord.Intents.default()
     intents.message_content = bool(content_channels)  # privileged: only when asked for
-    client_class = discord.AutoShardedClient if sharded else discord.Client
+    if shards is not None:
+        client_options |= {"shard_ids": list(shards), "shard_count": shard_count}
+    client_class = discord.AutoShardedClient if sharded or shards else discord.Client
     client = client_class(intents=intents, **client_options)
     DiscordAdapter(service, client, guild_id, content_channels)
     return client

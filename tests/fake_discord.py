@@ -1,7 +1,9 @@
 """A fake Discord (REST + gateway) on 127.0.0.1 for end-to-end tests of the real discord.Client.
 
-The gateway says HELLO, takes IDENTIFY, answers READY and one GUILD_CREATE, acknowledges
-heartbeats, and then dispatches whatever events the test sends. REST serves the calls the bot
+The gateway says HELLO, takes IDENTIFY, answers READY and a GUILD_CREATE per guild of the
+identifying shard, acknowledges heartbeats, and then dispatches whatever events the test sends,
+each to the shard that owns its guild as Discord does ((guild_id >> 22) % shard count; direct
+messages to shard 0). REST serves the calls the bot
 makes and records each one. Attachments are served from the same server.
 """
 
@@ -47,11 +49,13 @@ class FakeDiscord:
     heartbeats: int = 0
     heartbeat_interval_ms: int = 250
     failures: list[tuple[str, str, int, dict]] = field(default_factory=list)
+    guilds: dict[int, int] = field(default_factory=lambda: {GUILD_ID: CHANNEL_ID})  # -> channel
+    identified: list[tuple[int, int]] = field(default_factory=list)  # (shard, shard count)
 
     def __post_init__(self):
         self._ids = itertools.count(5_000_000)
         self._sequence = itertools.count(1)
-        self._sockets: list[web.WebSocketResponse] = []
+        self._sockets: dict[web.WebSocketResponse, tuple[int, int]] = {}  # -> (shard, count)
         self._changed = asyncio.Condition()
         self._runner: web.AppRunner | None = None
         self.base = self.api_url = self.gateway_url = ""
@@ -95,11 +99,13 @@ class FakeDiscord:
             "content_type": content_type,
         }
 
-    def message(self, author_id: int, *, guild: bool = False, **content) -> dict:
-        channel_id = CHANNEL_ID if guild else self.dm_channel(author_id)
+    def message(self, author_id: int, *, guild: bool | int = False, **content) -> dict:
+        """A message in a DM, or in the channel of `guild` (True: the default guild)."""
+        guild_id = GUILD_ID if guild is True else guild
+        channel_id = self.guilds[guild_id] if guild_id else self.dm_channel(author_id)
         message = self._message(str(channel_id), user(author_id), **content)
-        if guild:
-            message["guild_id"] = str(GUILD_ID)
+        if guild_id:
+            message["guild_id"] = str(guild_id)
             message["member"] = _member()
         return message
 
@@ -171,8 +177,10 @@ class FakeDiscord:
     async def dispatch(self, event: str, data: dict) -> None:
         await self.ready.wait()
         payload = {"op": 0, "t": event, "s": next(self._sequence), "d": data}
-        for socket in [s for s in self._sockets if not s.closed]:
-            await socket.send_str(json.dumps(payload))
+        guild_id = int(data.get("guild_id") or 0)
+        for socket, (shard, count) in list(self._sockets.items()):
+            if not socket.closed and shard_of(guild_id, count) == shard:
+                await socket.send_str(json.dumps(payload))
 
     # --- what tests check --------------------------------------------------------------------
 
@@ -202,25 +210,30 @@ class FakeDiscord:
                 self.heartbeats += 1
                 await socket.send_str(json.dumps({"op": 11}))
             elif payload["op"] == 2:  # identify
-                self._sockets.append(socket)
-                await self._send(socket, "READY", self._ready())
-                await self._send(socket, "GUILD_CREATE", _guild())
+                shard, count = payload["d"].get("shard") or (0, 1)
+                self._sockets[socket] = (shard, count)
+                self.identified.append((shard, count))
+                mine = [g for g in self.guilds if shard_of(g, count) == shard]
+                await self._send(socket, "READY", self._ready(shard, count, mine))
+                for guild_id in mine:
+                    await self._send(
+                        socket, "GUILD_CREATE", _guild(guild_id, self.guilds[guild_id])
+                    )
                 self.ready.set()
-        if socket in self._sockets:  # the client went away (closed, or restarting)
-            self._sockets.remove(socket)
+        self._sockets.pop(socket, None)  # the client went away (closed, or restarting)
         return socket
 
     async def _send(self, socket, event: str, data: dict) -> None:
         payload = {"op": 0, "t": event, "s": next(self._sequence), "d": data}
         await socket.send_str(json.dumps(payload))
 
-    def _ready(self) -> dict:
+    def _ready(self, shard: int, count: int, guilds: list[int]) -> dict:
         return {
             "v": 10,
             "user": BOT,
-            "guilds": [{"id": str(GUILD_ID), "unavailable": True}],
-            "session_id": "fake-session",
-            "shard": [0, 1],
+            "guilds": [{"id": str(guild_id), "unavailable": True} for guild_id in guilds],
+            "session_id": f"fake-session-{shard}",
+            "shard": [shard, count],
             "resume_gateway_url": self.gateway_url,
             "application": {"id": str(APP_ID), "flags": 0},
         }
@@ -349,15 +362,20 @@ def _member() -> dict:
     return {"roles": [], "joined_at": _now(), "deaf": False, "mute": False, "flags": 0}
 
 
-def _guild() -> dict:
+def shard_of(guild_id: int, shard_count: int) -> int:
+    """Discord's rule for which shard receives a guild's events; 0 for direct messages."""
+    return (guild_id >> 22) % shard_count
+
+
+def _guild(guild_id: int = GUILD_ID, channel_id: int = CHANNEL_ID) -> dict:
     return {
-        "id": str(GUILD_ID),
+        "id": str(guild_id),
         "name": "Test guild",
         "icon": None,
         "owner_id": "1",
         "roles": [
             {
-                "id": str(GUILD_ID),
+                "id": str(guild_id),
                 "name": "@everyone",
                 "permissions": "0",
                 "position": 0,
@@ -371,7 +389,7 @@ def _guild() -> dict:
         "features": [],
         "channels": [
             {
-                "id": str(CHANNEL_ID),
+                "id": str(channel_id),
                 "type": 0,
                 "name": "photos",
                 "position": 0,

@@ -84,9 +84,25 @@ async def test_a_scripted_console_session_runs_at_full_speed(tiny_clip_files, tm
         (["--rate-per-minute", "0"], "--rate-per-minute must be positive"),
         (["--rate-burst", "many"], "invalid int value"),
         (["--learn-every", "-1"], "--learn-every takes a positive number"),
+        (["--discord-shards", "0-1"], "go together"),
+        (["--discord-shards", "2-4", "--discord-shard-count", "4"], "between 0 and 3"),
+        (["--discord-shards", "a-b", "--discord-shard-count", "4"], "like 0-3 or 0,2,5"),
+        (["--telegram-webhook-url", "bot.example.com"], "takes a full URL"),
+        (
+            ["--db", "postgresql://u@h/db", "--learn-every", "1"],
+            "with a PostgreSQL --db, give --learned-checkpoint",
+        ),
     ],
 )
-def test_bad_rate_and_learning_settings_are_usage_errors(argv, message, capsys):
+def test_bad_settings_are_usage_errors(argv, message, capsys):
     with pytest.raises(SystemExit) as exit_info:
         bot_main(["--console", *argv])
     assert exit_info.value.code == 2 and message in capsys.readouterr().err
+
+
+def test_shard_ranges():
+    from bot.cli import shard_range
+
+    assert shard_range("0-3") == [0, 1, 2, 3]
+    assert shard_range("5") == [5]
+    assert shard_range("4, 0-1,4") == [0, 1, 4]
