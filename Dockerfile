@@ -31,6 +31,6 @@ VOLUME ["/data"]
 EXPOSE 9100 8443
 # Healthy = model loaded, database writable, chat platforms connected (GET /healthz).
 HEALTHCHECK --interval=30s --timeout=5s --start-period=600s --retries=3 \
-    CMD ["python", "-m", "bot.healthcheck"]
+    CMD ["python", "-m", "bot.operations.healthcheck"]
 # Tokens come only from the environment: -e TELEGRAM_BOT_TOKEN=... -e DISCORD_BOT_TOKEN=...
 ENTRYPOINT ["python", "-m", "bot"]

@@ -45,7 +45,7 @@ from torch import nn
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.harrison import TagLists
-from bot.checkpoints import CheckpointWatcher, checkpoint_stamp
+from bot.operations.checkpoints import CheckpointWatcher, checkpoint_stamp
 from bot.store import VERDICT_ACCEPT, VERDICT_REJECT, Store
 from finetune.feedback import FeedbackOptions, refit_head
 from finetune.publish import publish_checkpoint

@@ -39,9 +39,9 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.harrison import TagLists, TopicStatistics
-from bot.personalize import GlobalPrior, Ranking, UserProfile, Weights, rank
+from bot.core.personalize import GlobalPrior, Ranking, UserProfile, Weights, rank
+from bot.core.trust import personal_order_won
 from bot.store import UserHistory
-from bot.trust import personal_order_won
 from inference.vocab import load_vocabulary
 
 CHECKPOINTS = (0, 5, 20, 100)

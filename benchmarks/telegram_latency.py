@@ -27,10 +27,10 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.finetune import random_vit_b_32
-from bot.ratelimit import RateLimit
-from bot.service import HashtagService
+from bot.adapters.telegram_bot import ALLOWED_UPDATES, build_application
+from bot.core.ratelimit import RateLimit
+from bot.core.service import HashtagService
 from bot.store import Store
-from bot.telegram_bot import ALLOWED_UPDATES, build_application
 from inference.device import inference_dtype, resolve_device
 from inference.engine import InferenceEngine
 from inference.loading import prepare_for_inference

@@ -21,13 +21,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from bot import metrics
-from bot.checkpoints import CheckpointLoader, CheckpointWatcher, checkpoint_stamp
-from bot.console import run_console
-from bot.health import start_health_server
-from bot.logs import configure_logging
-from bot.ratelimit import RateLimit
-from bot.service import DEFAULT_RATE_LIMIT, HashtagService
+from bot.adapters.console import run_console
+from bot.core.ratelimit import RateLimit
+from bot.core.service import DEFAULT_RATE_LIMIT, HashtagService
+from bot.operations import metrics
+from bot.operations.checkpoints import CheckpointLoader, CheckpointWatcher, checkpoint_stamp
+from bot.operations.health import start_health_server
+from bot.operations.logs import configure_logging
 from bot.store import Store, StoreUnavailable, default_db_path, is_postgres_url
 from bot.store.schema import SchemaTooNew
 from inference.device import serving_device
@@ -291,7 +291,7 @@ async def _run(args: argparse.Namespace, tokens: Tokens, channels: list[int]) ->
                 background.push_async_callback(_cancel, asyncio.create_task(watcher.run()))
                 if args.learn_every:
                     # Learning needs torch: imported only when it is switched on.
-                    from bot.learning import Learner
+                    from bot.operations.learning import Learner
                     from finetune.feedback import FeedbackOptions
 
                     learner = Learner(
@@ -368,7 +368,7 @@ async def _serve(service: HashtagService, tokens: Tokens, args, channels: list[i
 @contextlib.asynccontextmanager
 async def _telegram(service: HashtagService, tokens: Tokens, args: argparse.Namespace):
     """Polling, or with --telegram-webhook-url PTB's webhook server (removed on the way out)."""
-    from bot.telegram_bot import ALLOWED_UPDATES, build_application
+    from bot.adapters.telegram_bot import ALLOWED_UPDATES, build_application
 
     application = build_application(service, tokens.telegram, os.environ.get("TELEGRAM_API_URL"))
     webhook = args.telegram_webhook_url
@@ -420,7 +420,7 @@ def _shard_connected(client, shard_id: int) -> bool:
 
 @contextlib.asynccontextmanager
 async def _discord(service, token: str, args: argparse.Namespace, channels: list[int]):
-    from bot.discord_bot import build_client, use_endpoints
+    from bot.adapters.discord_bot import build_client, use_endpoints
 
     use_endpoints(os.environ.get("DISCORD_API_URL"), os.environ.get("DISCORD_GATEWAY_URL"))
     client = build_client(

@@ -19,7 +19,7 @@ import json
 import sys
 from pathlib import Path
 
-from bot.service import HashtagService, UserRef
+from bot.core.service import HashtagService, UserRef
 from bot.store import Store
 from inference.engine import InferenceEngine
 from inference.loading import load_zero_shot

@@ -6,9 +6,9 @@ import sys
 import pytest
 import torch
 
+from bot.adapters.console import NO_PHOTO_YET, run_console
 from bot.cli import main as bot_main
-from bot.console import NO_PHOTO_YET, run_console
-from bot.service import HashtagService
+from bot.core.service import HashtagService
 from bot.store import Store
 from inference.engine import InferenceEngine
 from tests.corpus import jpeg

@@ -8,11 +8,11 @@ import discord
 import pytest
 import torch
 
-from bot import messages
-from bot.discord_bot import build_client, use_endpoints
-from bot.service import HashtagService, UserRef
+from bot.adapters import messages
+from bot.adapters.discord_bot import build_client, use_endpoints
+from bot.adapters.telegram_bot import ALLOWED_UPDATES, build_application
+from bot.core.service import HashtagService, UserRef
 from bot.store import Store
-from bot.telegram_bot import ALLOWED_UPDATES, build_application
 from inference.engine import InferenceEngine
 from tests.bot_process import start_bot
 from tests.corpus import jpeg

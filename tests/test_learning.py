@@ -12,10 +12,10 @@ import numpy as np
 import pytest
 import torch
 
-from bot.checkpoints import CheckpointWatcher
-from bot.checkpoints import checkpoint_stamp as stamp
-from bot.learning import Learner
-from bot.service import HashtagService, UserRef
+from bot.core.service import HashtagService, UserRef
+from bot.operations.checkpoints import CheckpointWatcher
+from bot.operations.checkpoints import checkpoint_stamp as stamp
+from bot.operations.learning import Learner
 from bot.store import Store
 from finetune.cli import main as finetune_main
 from finetune.feedback import FeedbackOptions, refit_head
@@ -284,7 +284,7 @@ async def test_a_broken_checkpoint_is_refused_and_the_old_head_serves(
         watcher = CheckpointWatcher(engine, checkpoint, loader)
         shutil.rmtree(checkpoint)
         staging.rename(checkpoint)
-        with caplog.at_level(logging.WARNING, logger="bot.checkpoints"):
+        with caplog.at_level(logging.WARNING, logger="bot.operations.checkpoints"):
             assert not await watcher.check()
             assert not await watcher.check()  # not retried until it changes again
         refusals = [r.getMessage() for r in caplog.records if "refused" in r.getMessage()]

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from benchmarks.personalization import heavy_history
-from bot.personalize import GlobalPrior, UserProfile, Weights, rank, singular
+from bot.core.personalize import GlobalPrior, UserProfile, Weights, rank, singular
 from bot.store import UserHistory
 
 NAMED = ["beach", "sea", "dog", "cat", "food", "sun"]

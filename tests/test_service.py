@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 import torch
 
-from bot.ratelimit import RateLimit, RateLimiter
-from bot.service import (
+from bot.core.ratelimit import RateLimit, RateLimiter
+from bot.core.service import (
     HashtagService,
     NotYourSuggestion,
     RateLimited,

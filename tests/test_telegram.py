@@ -9,10 +9,10 @@ import sys
 import pytest
 import torch
 
-from bot import messages
-from bot.service import HashtagService, UserRef
+from bot.adapters import messages
+from bot.adapters.telegram_bot import ALLOWED_UPDATES, build_application, smallest_photo_at_least
+from bot.core.service import HashtagService, UserRef
 from bot.store import Store
-from bot.telegram_bot import ALLOWED_UPDATES, build_application, smallest_photo_at_least
 from inference.engine import InferenceEngine
 from tests.bot_process import start_bot
 from tests.corpus import jpeg

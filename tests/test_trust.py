@@ -5,9 +5,9 @@ import time
 import numpy as np
 import pytest
 
-from bot.personalize import GlobalPrior, UserProfile, Weights, rank
+from bot.core.personalize import GlobalPrior, UserProfile, Weights, rank
+from bot.core.trust import TRUST_MAX, personal_order_won, trust_multiplier
 from bot.store import Store
-from bot.trust import TRUST_MAX, personal_order_won, trust_multiplier
 
 NOW = time.time()
 VOCAB = ["beach", "sea", "dog", "cat", "food", "sun"] + [f"filler{i}" for i in range(94)]

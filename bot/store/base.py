@@ -18,13 +18,13 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from bot.core.trust import personal_order_won
 from bot.store.records import (
     AnsweredPhoto,
     StoredSuggestion,
     UserHistory,
     is_postgres_url,
 )
-from bot.trust import personal_order_won
 
 
 class Connection(Protocol):
@@ -115,7 +115,8 @@ class Store(ABC):
         model_version: str,
         encoder: str | None = None,
     ) -> int:
-        """`shown`: (tag, score), or Ranking.shown's entries with the logits bot.trust needs."""
+        """`shown`: (tag, score), or Ranking.shown's entries with the logits that
+        bot.core.trust needs."""
         entries = [[entry[0], round(float(entry[1]), 4), *entry[2:]] for entry in shown]
         async with self._transaction() as db:
             rows = await db.fetch(
@@ -303,7 +304,7 @@ class Store(ABC):
 
 async def _answers_changed(db: Connection, suggestion_id: int) -> None:
     """After a change to one photo's answers: keep suggestions.personal_won in step with them
-    (bot/trust.py), and count the change in the person's history_version."""
+    (bot/core/trust.py), and count the change in the person's history_version."""
     (shown,), *_ = await db.fetch("SELECT shown FROM suggestions WHERE id = ?", suggestion_id)
     answers = await db.fetch(
         "SELECT tag, verdict FROM feedback WHERE suggestion_id = ? ORDER BY created_at",

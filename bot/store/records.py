@@ -56,7 +56,7 @@ class UserHistory:
     embeddings: np.ndarray  # (photos, dim) float32
     verdicts: list[dict[str, int]]  # per photo: tag -> +1 / -1
     photo_ids: list[int] | None = None  # the suggestion ids (None: numbered from 0)
-    evidence: list[int] | None = None  # per photo: did personalisation win? (bot.trust)
+    evidence: list[int] | None = None  # per photo: did personalisation win? (bot.core.trust)
 
     @property
     def photos(self) -> int:

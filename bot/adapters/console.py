@@ -11,9 +11,9 @@ import getpass
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
-from bot import messages
-from bot.messages import explained
-from bot.service import HashtagService, UserRef
+from bot.adapters import messages
+from bot.adapters.messages import explained
+from bot.core.service import HashtagService, UserRef
 from inference.cli import read_image_file
 
 PLATFORM = "console"

@@ -13,7 +13,7 @@ import logging
 from collections.abc import Callable
 from pathlib import Path
 
-from bot.checkpoints import CheckpointWatcher, checkpoint_stamp
+from bot.operations.checkpoints import CheckpointWatcher, checkpoint_stamp
 from bot.store import Store
 from finetune.feedback import FeedbackOptions, NotEnoughAnswers
 from finetune.learn import learn_round, training_copy

@@ -19,9 +19,9 @@ import discord
 import yarl
 from discord import app_commands
 
-from bot import messages, metrics
-from bot.messages import explained
-from bot.service import (
+from bot.adapters import messages
+from bot.adapters.messages import explained
+from bot.core.service import (
     REACTION_VERDICTS,
     THUMBS_UP,
     HashtagService,
@@ -30,6 +30,7 @@ from bot.service import (
     UserRef,
     tracked,
 )
+from bot.operations import metrics
 from inference.images import ImageRejected, check_file_size
 
 log = logging.getLogger(__name__)

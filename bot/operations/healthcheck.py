@@ -1,4 +1,7 @@
-"""`python -m bot.healthcheck`: exit 0 when the bot's /healthz says healthy (Docker HEALTHCHECK)."""
+"""`python -m bot.operations.healthcheck`: exit 0 when the bot's /healthz says healthy.
+
+The Docker image's HEALTHCHECK runs it.
+"""
 
 import os
 import sys

@@ -13,7 +13,7 @@ import logging
 from collections.abc import Callable
 from pathlib import Path
 
-from bot import metrics
+from bot.operations import metrics
 from inference.engine import InferenceEngine, Servable
 from inference.onnx_backend import ONNX_FILE
 from inference.spec import CONFIG_FILE, WEIGHTS_FILE

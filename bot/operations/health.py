@@ -8,7 +8,7 @@ from collections.abc import Callable
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from bot.service import HashtagService
+from bot.core.service import HashtagService
 from bot.store import StoreUnavailable
 
 

@@ -18,9 +18,9 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from bot import metrics
-from bot.personalize import GlobalPrior, UserProfile, Weights, rank
-from bot.ratelimit import RateLimit, RateLimiter
+from bot.core.personalize import GlobalPrior, UserProfile, Weights, rank
+from bot.core.ratelimit import RateLimit, RateLimiter
+from bot.operations import metrics
 from bot.store import (
     VERDICT_ACCEPT,
     VERDICT_REJECT,

@@ -24,8 +24,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from bot.core.trust import everyones_rate, trust_multiplier
 from bot.store import UserHistory
-from bot.trust import everyones_rate, trust_multiplier
 
 SECONDS_PER_DAY = 86_400.0
 # Without any global feedback, assume about this many tags per photo, spread evenly.
@@ -50,7 +50,7 @@ class Weights:
     half_life_days: float = 365.0
     neighbours: int = 10
     min_similarity: float = 0.6  # cosine between CLIP image embeddings
-    earned_trust: bool = True  # scale the history terms by each person's trust (bot/trust.py)
+    earned_trust: bool = True  # scale the history terms by each person's trust (bot/core/trust.py)
 
 
 @dataclass
@@ -133,7 +133,7 @@ class UserProfile:
         return not self.tags
 
     def trust(self, prior: GlobalPrior) -> float:
-        """How strongly this person's history terms count (bot/trust.py)."""
+        """How strongly this person's history terms count (bot/core/trust.py)."""
         everyone = everyones_rate(prior.trust_wins, prior.trust_losses)
         return trust_multiplier(self.wins, self.losses, everyone)
 
@@ -146,7 +146,7 @@ class UserProfile:
         evidence: int = 0,
     ) -> None:
         """What the person now says about one photo (all of it: the latest verdict per tag),
-        and whether personalisation won on it (bot.trust.personal_order_won)."""
+        and whether personalisation won on it (bot.core.trust.personal_order_won)."""
         accepted = self._columns(tag for tag, verdict in verdicts.items() if verdict > 0)
         rejected = self._columns(tag for tag, verdict in verdicts.items() if verdict < 0)
         row = self._row.get(photo_id)
@@ -251,7 +251,7 @@ class Ranking:
         ]
 
     def shown(self, k: int) -> list[list]:
-        """What the store keeps of the top k: what bot.trust judges personalisation by."""
+        """What the store keeps of the top k: what bot.core.trust judges personalisation by."""
         return [
             [tag, round(float(score), 4), round(float(model), 3), round(float(personal), 3)]
             for tag, score, model, personal in zip(

@@ -5,8 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 
-from bot import metrics
-from bot.service import (
+from bot.core.service import (
     HashtagService,
     NotYourSuggestion,
     RateLimited,
@@ -14,6 +13,7 @@ from bot.service import (
     UserRef,
     hashtag_text,
 )
+from bot.operations import metrics
 from bot.store import StoreUnavailable
 from inference.engine import EngineBusy
 from inference.images import FORMATS_FOR_PEOPLE, ImageRejected

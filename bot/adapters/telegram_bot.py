@@ -35,9 +35,9 @@ from telegram.ext import (
     filters,
 )
 
-from bot import messages, metrics
-from bot.messages import explained
-from bot.service import (
+from bot.adapters import messages
+from bot.adapters.messages import explained
+from bot.core.service import (
     REACTION_VERDICTS,
     THUMBS_UP,
     HashtagService,
@@ -46,6 +46,7 @@ from bot.service import (
     UserRef,
     tracked,
 )
+from bot.operations import metrics
 from inference.images import ImageRejected, check_file_size
 
 log = logging.getLogger(__name__)
