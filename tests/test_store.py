@@ -234,3 +234,16 @@ async def test_an_unreachable_server_is_a_clear_error(postgres_server):
     with pytest.raises(StoreUnavailable, match="cannot connect to PostgreSQL") as caught:
         await Store.open(url)
     assert "secret" not in str(caught.value)  # the password never reaches a log line
+
+
+async def test_a_unix_socket_url_works_too(postgres_server, postgres_url):
+    """`postgresql://user@/db?host=/run/postgresql`: the form for a server on this machine."""
+    database = postgres_url.rsplit("/", 1)[1]
+    url = f"postgresql://postgres@/{database}?host={postgres_server.folder}&port={postgres_server.port}"
+    store = await Store.open(url)
+    user_id, suggestion_id = await new_suggestion(store)
+    await store.record_feedback(suggestion_id, user_id, ["beach"], 1, "button")
+    await store.close()
+    tcp = await Store.open(postgres_url)  # the same database, reached over TCP
+    assert (await tcp.user_history(user_id)).verdicts == [{"beach": 1}]
+    await tcp.close()
