@@ -399,7 +399,7 @@ async def _telegram(service: HashtagService, tokens: Tokens, args: argparse.Name
 
 
 def shard_range(text: str) -> list[int]:
-    """ "0-3" -> [0, 1, 2, 3]; "0,2,5" -> [0, 2, 5]."""
+    """Shard ids from `0-3` (-> 0, 1, 2, 3) or `0,2,5`, the forms --discord-shards takes."""
     shards: list[int] = []
     for part in text.replace(" ", "").split(","):
         first, _, last = part.partition("-")

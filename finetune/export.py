@@ -20,9 +20,9 @@ import onnx
 import torch
 
 from inference.loading import load_checkpoint
+from inference.onnx_backend import ONNX_FILE
 from inference.spec import ModelLoadError
 
-ONNX_FILE = "model.onnx"
 OPSET = 18
 # Up to this many images per call; the batch axis is dynamic below it.
 MAX_BATCH = 4096

@@ -305,7 +305,9 @@ class Store(ABC):
 async def _answers_changed(db: Connection, suggestion_id: int) -> None:
     """After a change to one photo's answers: keep suggestions.personal_won in step with them
     (bot/core/trust.py), and count the change in the person's history_version."""
-    (shown,), *_ = await db.fetch("SELECT shown FROM suggestions WHERE id = ?", suggestion_id)
+    ((shown, user_id),) = await db.fetch(
+        "SELECT shown, user_id FROM suggestions WHERE id = ?", suggestion_id
+    )
     answers = await db.fetch(
         "SELECT tag, verdict FROM feedback WHERE suggestion_id = ? ORDER BY created_at",
         suggestion_id,
@@ -316,8 +318,4 @@ async def _answers_changed(db: Connection, suggestion_id: int) -> None:
         personal_order_won(json.loads(shown), verdicts),
         suggestion_id,
     )
-    await db.execute(
-        "UPDATE users SET history_version = history_version + 1 "
-        "WHERE id = (SELECT user_id FROM suggestions WHERE id = ?)",
-        suggestion_id,
-    )
+    await db.execute("UPDATE users SET history_version = history_version + 1 WHERE id = ?", user_id)
