@@ -38,6 +38,7 @@ from inference.options import (
     add_model_arguments,
     check_model_arguments,
     load_model_from_args,
+    load_torch_model,
 )
 from inference.spec import (
     CONFIG_FILE,
@@ -300,7 +301,7 @@ async def _run(args: argparse.Namespace, tokens: Tokens, channels: list[int]) ->
                         watcher,
                         args.learn_every,
                         started_from=lambda: _served_version(args, watcher),
-                        base_checkpoint=args.checkpoint,
+                        load_base=lambda: load_torch_model(args)[0],
                         options=FeedbackOptions(min_people=args.min_people),
                     )
                     background.push_async_callback(_cancel, asyncio.create_task(learner.run()))

@@ -32,9 +32,10 @@ from finetune.training import (
     head_scores,
     train_linear_probe,
 )
-from inference.loading import load_zero_shot, save_checkpoint, weights_identity
+from inference.loading import load_zero_shot, save_checkpoint
 from inference.model import HashtagModel
 from inference.spec import default_cache_dir
+from inference.zeroshot_cache import weights_identity
 
 log = logging.getLogger(__name__)
 

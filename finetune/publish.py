@@ -39,9 +39,9 @@ def publish_checkpoint(
     save_checkpoint(model, staging)
     write_metrics(staging, report)
     if with_onnx:
-        from finetune.export import export_onnx
+        from finetune.export import export_checkpoint
 
-        export_onnx(staging)
+        export_checkpoint(staging)
     stamp = datetime.datetime.now(datetime.UTC).strftime("%Y%m%dT%H%M%S%fZ")
     previous = directory.parent / f"{directory.name}{PREVIOUS_MARK}{stamp}"
     if directory.exists():

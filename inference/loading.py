@@ -23,11 +23,8 @@ from inference.spec import (
     ModelSpec,
     default_cache_dir,
 )
-from inference.zeroshot import (
-    build_and_cache_zero_shot_head,
-    cached_zero_shot_head,
-    head_cache_key,
-)
+from inference.zeroshot import build_and_cache_zero_shot_head, cached_zero_shot_head
+from inference.zeroshot_cache import zero_shot_key
 
 log = logging.getLogger(__name__)
 
@@ -50,14 +47,6 @@ def resolve_model_name(model: str) -> str:
     return name
 
 
-def weights_identity(pretrained: str) -> str:
-    """What the zero-shot head cache is keyed on: the tag, or the file and its version."""
-    if os.path.isfile(pretrained):
-        stat = os.stat(pretrained)
-        return f"file:{Path(pretrained).resolve()}:{stat.st_size}:{stat.st_mtime_ns}"
-    return f"tag:{pretrained}"
-
-
 def load_zero_shot(
     model: str,
     pretrained: str,
@@ -76,7 +65,7 @@ def load_zero_shot(
     if tag := open_clip.get_pretrained_cfg(name, pretrained):
         ensure_downloadable(name, pretrained, tag)  # offline and not cached: say so at once
     model_cfg = open_clip.get_model_config(name)
-    key = head_cache_key(model_cfg, weights_identity(pretrained), vocabulary)
+    key = zero_shot_key(model, pretrained, vocabulary)
     cache_dir = cache_dir or default_cache_dir()
     head = cached_zero_shot_head(key, cache_dir)
     vision = _vision_tower_only(name, pretrained, model_cfg) if head is not None else None

@@ -7,19 +7,23 @@ meaning exactly the same thing everywhere.
 from __future__ import annotations
 
 import argparse
+import logging
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from inference.device import DeviceUnavailable, inference_dtype, resolve_device, serving_device
 from inference.engine import Servable
 from inference.onnx_backend import ONNX_FILE, load_onnx
-from inference.spec import DEFAULT_MODEL, DEFAULT_PRETRAINED, ModelLoadError
+from inference.spec import DEFAULT_MODEL, DEFAULT_PRETRAINED, ModelLoadError, default_cache_dir
 from inference.vocab import VocabularyError, load_vocabulary
+from inference.zeroshot_cache import export_dir, zero_shot_key
 
 if TYPE_CHECKING:
     import torch
 
     from inference.model import HashtagModel
+
+log = logging.getLogger(__name__)
 
 BACKENDS = ("auto", "torch", "onnx")
 
@@ -73,9 +77,10 @@ def add_model_arguments(
             "--backend",
             choices=BACKENDS,
             default="auto",
-            help="torch; onnx: ONNX Runtime on the CPU with the checkpoint's model.onnx (from "
-            "`python -m finetune export`); auto (default): onnx on a CPU when that file exists, "
-            "since it is faster there at identical output, else torch",
+            help="torch; onnx: ONNX Runtime on the CPU, with the checkpoint's model.onnx (from "
+            "`python -m finetune export`) or the zero-shot model's (exported into the cache on "
+            "its first start); auto (default): onnx on a CPU for the zero-shot model and for "
+            "exported checkpoints (same output in less than half the memory), else torch",
         )
         group.add_argument(
             "--int8", action="store_true", help="with --backend onnx: int8 dynamic quantisation"
@@ -91,41 +96,81 @@ def check_model_arguments(parser: argparse.ArgumentParser, args: argparse.Namesp
         )
     if args.model and not args.pretrained:
         parser.error(f"--model {args.model} needs --pretrained (a tag or a weights file)")
-    backend = getattr(args, "backend", "torch")
-    if backend == "onnx" and not args.checkpoint:
-        parser.error("--backend onnx serves an exported checkpoint: give --checkpoint DIR")
-    if getattr(args, "int8", False) and backend != "onnx":
+    if getattr(args, "int8", False) and getattr(args, "backend", "torch") != "onnx":
         parser.error("--int8 applies to --backend onnx")
 
 
 def chosen_backend(args: argparse.Namespace, device: str) -> str:
-    """`auto` picks ONNX Runtime on a CPU when the checkpoint has been exported.
+    """`auto` picks ONNX Runtime on a CPU: for the zero-shot model always (its first start
+    exports it into the cache), for a checkpoint once `python -m finetune export` has run.
 
-    Measured on a 2-core CPU (benchmarks/README.md): ONNX fp32 runs ViT-B-32 1.2-1.6x faster
-    than torch at cosine 1.0; int8 is faster still but missed the 0.999 cosine bar there, so it
-    stays opt-in (--int8).
+    Measured on a 2-core CPU (benchmarks/README.md): the same hashtags (cosine 1.0) in less
+    than half the memory, since torch is never imported; faster for single photos, slightly
+    slower in batches of 32. int8 is faster still but stays opt-in (--int8) until it is
+    measured with the real weights.
     """
     backend = getattr(args, "backend", "torch")
     if backend != "auto":
         return backend
-    exported = bool(args.checkpoint) and (Path(args.checkpoint) / ONNX_FILE).is_file()
-    return "onnx" if exported and device == "cpu" else "torch"
+    if device != "cpu":
+        return "torch"
+    if args.checkpoint:
+        return "onnx" if (Path(args.checkpoint) / ONNX_FILE).is_file() else "torch"
+    return "onnx"
 
 
 def load_model_from_args(args: argparse.Namespace) -> tuple[Servable, str]:
     """The model the options describe, on its device, and that device's name.
 
-    Raises one of MODEL_SETUP_ERRORS. The ONNX backend on a CPU never imports torch.
+    Raises one of MODEL_SETUP_ERRORS. The ONNX backend on a CPU never imports torch, except on
+    the zero-shot model's first start, which exports it.
     """
     device = serving_device(args.device)
-    if chosen_backend(args, device) == "onnx":
-        if device != "cpu":
-            raise DeviceUnavailable("--backend onnx runs on the CPU; use --device cpu")
-        return load_onnx(args.checkpoint, int8=args.int8), device
+    backend = chosen_backend(args, device)
+    if backend == "onnx" and device != "cpu":
+        raise DeviceUnavailable("--backend onnx runs on the CPU; use --device cpu")
+    exported = Path(args.checkpoint) if args.checkpoint else zero_shot_export_dir(args)
+    if backend == "onnx" and (args.checkpoint or (exported / ONNX_FILE).is_file()):
+        return load_onnx(exported, int8=args.int8), device
     from inference.loading import prepare_for_inference
 
     model, torch_device = load_torch_model(args)
+    if backend == "onnx":
+        served = _export_zero_shot(model, exported, args)
+        if served is not None:
+            return served, device
     return prepare_for_inference(model, torch_device, inference_dtype(torch_device)), device
+
+
+def zero_shot_export_dir(args: argparse.Namespace) -> Path:
+    """Where the zero-shot model the options name is exported for ONNX Runtime."""
+    vocabulary = load_vocabulary(args.vocab)
+    model, pretrained = args.model or DEFAULT_MODEL, args.pretrained or DEFAULT_PRETRAINED
+    return export_dir(zero_shot_key(model, pretrained, vocabulary), default_cache_dir())
+
+
+def _export_zero_shot(
+    model: HashtagModel, directory: Path, args: argparse.Namespace
+) -> Servable | None:
+    """The zero-shot model's first start on a CPU: export it (once), then serve the export.
+    None when it cannot be exported and `auto` may fall back to torch."""
+    from inference.onnx_export import export_for_serving
+
+    log.info("exporting the zero-shot model for ONNX Runtime, once, into %s", directory)
+    try:
+        export_for_serving(model, directory)
+    except Exception as error:  # an exporter failure of any kind: torch still serves
+        if args.backend == "onnx":
+            raise ModelLoadError(
+                f"cannot export the zero-shot model for ONNX Runtime: {error}\nUse --backend torch."
+            ) from None
+        log.warning(
+            "could not export the zero-shot model for ONNX Runtime (%s); serving it with "
+            "torch. --backend torch skips this attempt.",
+            error,
+        )
+        return None
+    return load_onnx(directory, int8=args.int8)
 
 
 def load_torch_model(args: argparse.Namespace) -> tuple[HashtagModel, torch.device]:

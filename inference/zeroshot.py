@@ -7,13 +7,10 @@ kept under the cache directory.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
 
 import open_clip
 import torch
@@ -22,43 +19,9 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 from tqdm import tqdm
 
+from inference.zeroshot_cache import HASHTAG_TEMPLATES, ZERO_SHOT_COSINE_OFFSET, head_path
+
 log = logging.getLogger(__name__)
-
-# Several phrasings, averaged, make the text embedding of a hashtag less sensitive to any one
-# wording; the Instagram-style ones match how HARRISON's hashtags were used.
-HASHTAG_TEMPLATES = (
-    "a photo of {}.",
-    "a photo tagged #{}.",
-    "an instagram photo about {}.",
-    "a picture showing {}.",
-    "#{}",
-)
-
-# CLIP cosine similarities between a photo and a fitting text sit around 0.2-0.35. Centring
-# the sigmoid near the low end keeps zero-shot scores spread out instead of all near 0 or 1.
-# Only the ranking of a zero-shot head is meaningful; fine-tuning learns real biases.
-ZERO_SHOT_COSINE_OFFSET = 0.2
-
-HEAD_CACHE_VERSION = 1
-
-
-def head_cache_key(
-    model_cfg: dict[str, Any], weights_identity: str, vocabulary: Sequence[str]
-) -> str:
-    """A digest of everything the head's values depend on."""
-    material = json.dumps(
-        {
-            "version": HEAD_CACHE_VERSION,
-            "model_cfg": model_cfg,
-            "weights": weights_identity,
-            "vocabulary": list(vocabulary),
-            "templates": HASHTAG_TEMPLATES,
-            "offset": ZERO_SHOT_COSINE_OFFSET,
-        },
-        sort_keys=True,
-        default=str,
-    )
-    return hashlib.sha256(material.encode()).hexdigest()[:32]
 
 
 def build_zero_shot_head(clip_model: nn.Module, tokenizer, vocabulary: Sequence[str]) -> nn.Linear:
@@ -115,13 +78,9 @@ def _text_context_trimmed_to(clip_model: nn.Module, length: int) -> Iterator[boo
         clip_model.positional_embedding, clip_model.attn_mask = positions, mask
 
 
-def head_cache_path(cache_key: str, cache_dir: Path) -> Path:
-    return cache_dir / "zero_shot_heads" / f"{cache_key}.safetensors"
-
-
 def cached_zero_shot_head(cache_key: str, cache_dir: Path) -> nn.Linear | None:
     """The head built earlier for this key, or None (never built, or the file is damaged)."""
-    path = head_cache_path(cache_key, cache_dir)
+    path = head_path(cache_key, cache_dir)
     if not path.is_file():
         return None
     try:
@@ -145,7 +104,7 @@ def build_and_cache_zero_shot_head(
     """Build the head (see cached_zero_shot_head for reading it back) and keep it."""
     log.info("building the zero-shot head for %d hashtags (cached afterwards)", len(vocabulary))
     head = build_zero_shot_head(clip_model, tokenizer, vocabulary)
-    path = head_cache_path(cache_key, cache_dir)
+    path = head_path(cache_key, cache_dir)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         partial = path.with_suffix(".tmp")

@@ -83,17 +83,10 @@ def test_int8_stays_close_to_fp32(checkpoint):
     assert cosine.min() > 0.99, cosine
 
 
-@pytest.mark.parametrize(
-    ("argv", "says"),
-    [
-        (["--backend", "onnx"], "give --checkpoint"),
-        (["--int8"], "--int8 applies to --backend onnx"),
-    ],
-)
-def test_backend_usage_errors(argv, says, capsys):
+def test_int8_without_the_onnx_backend_is_a_usage_error(capsys):
     with pytest.raises(SystemExit) as caught:
-        inference_main([*argv, "photo.jpg"])
-    assert caught.value.code == 2 and says in capsys.readouterr().err
+        inference_main(["--int8", "photo.jpg"])
+    assert caught.value.code == 2 and "--int8 applies to --backend onnx" in capsys.readouterr().err
 
 
 def test_a_checkpoint_without_its_onnx_graph_says_how_to_make_one(checkpoint, capsys):
@@ -136,26 +129,36 @@ def without_torch(module: str, args: list[str], **options) -> subprocess.Complet
     )
 
 
-def test_serving_onnx_never_imports_torch(checkpoint, tmp_path, capsys):
+@pytest.fixture(params=["checkpoint", "zero-shot"])
+def exported(request, checkpoint, tiny_clip_files, tmp_path, monkeypatch) -> list[str]:
+    """The options naming an exported model: a checkpoint after `python -m finetune export`, or
+    the zero-shot model after its first start on a CPU, which exports it into the cache."""
+    if request.param == "checkpoint":
+        assert main(["export", "--checkpoint", str(checkpoint)]) == 0
+        return ["--checkpoint", str(checkpoint)]
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("HASHTAG_CACHE_DIR", str(cache))  # subprocesses inherit it
+    config, weights = tiny_clip_files
+    options = ["--model", config, "--pretrained", weights]
+    photo = tmp_path / "first.jpg"
+    photo.write_bytes(jpeg(seed=9))
+    assert inference_main([*options, "--device", "cpu", str(photo)]) == 0
+    assert len(list(cache.glob("zero_shot_onnx/*/model.onnx"))) == 1
+    return options
+
+
+def test_serving_onnx_never_imports_torch(exported, tmp_path, capsys):
     """torch with its CUDA libraries is most of a process's memory: the lean bot needs none."""
-    assert main(["export", "--checkpoint", str(checkpoint)]) == 0
     photos = []
     for seed in range(3):
         photos.append(tmp_path / f"photo{seed}.jpg")
         photos[-1].write_bytes(jpeg(seed=seed))
     # `auto` must find the CPU without torch too, wherever no NVIDIA driver is loaded.
     device = [] if not Path("/proc/driver/nvidia/version").exists() else ["--device", "cpu"]
-    lean = without_torch(
-        "inference.cli", ["--checkpoint", str(checkpoint), "--json", *device, *map(str, photos)]
-    )
+    lean = without_torch("inference.cli", [*exported, "--json", *device, *map(str, photos)])
     assert lean.returncode == 0, lean.stderr
     capsys.readouterr()
-    assert (
-        inference_main(
-            ["--checkpoint", str(checkpoint), "--backend", "torch", "--json", *map(str, photos)]
-        )
-        == 0
-    )
+    assert inference_main([*exported, "--backend", "torch", "--json", *map(str, photos)]) == 0
     with_torch = capsys.readouterr().out
     for ours, theirs in zip(lean.stdout.splitlines(), with_torch.splitlines(), strict=True):
         ours = {t["tag"]: t["score"] for t in json.loads(ours)["hashtags"]}
@@ -167,15 +170,30 @@ def test_serving_onnx_never_imports_torch(checkpoint, tmp_path, capsys):
 
     console = without_torch(
         "bot.cli",
-        [
-            "--console",
-            "--checkpoint",
-            str(checkpoint),
-            "--db",
-            str(tmp_path / "bot.sqlite3"),
-            *device,
-        ],
+        ["--console", *exported, "--db", str(tmp_path / "bot.sqlite3"), *device],
         input=f"{photos[0]}\ny 1\nquit\n",
     )
     assert console.returncode == 0, console.stderr
     assert "Saved: #" in console.stdout
+
+
+def test_the_zero_shot_model_falls_back_to_torch_when_it_cannot_be_exported(
+    tiny_clip_files, tmp_path, monkeypatch, caplog, capsys
+):
+    def exporter_fails(*args, **kwargs):
+        raise RuntimeError("exporter says no")
+
+    monkeypatch.setattr("inference.onnx_export.export_onnx", exporter_fails)
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("HASHTAG_CACHE_DIR", str(cache))
+    config, weights = tiny_clip_files
+    options = ["--model", config, "--pretrained", weights, "--device", "cpu"]
+    photo = tmp_path / "photo.jpg"
+    photo.write_bytes(jpeg(seed=1))
+    assert inference_main([*options, str(photo)]) == 0  # served with torch instead
+    assert "#" in capsys.readouterr().out
+    assert "exporter says no" in caplog.text and "serving it with torch" in caplog.text
+    assert not list(cache.glob("zero_shot_onnx/*")) and not list(cache.glob("zero_shot_onnx/.*"))
+    # Asked for ONNX explicitly, it is an error that says what to do.
+    assert inference_main([*options, "--backend", "onnx", str(photo)]) == 2
+    assert "exporter says no" in capsys.readouterr().err

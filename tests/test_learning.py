@@ -2,6 +2,7 @@
 `python -m finetune feedback`, and heads swapped into a running bot."""
 
 import asyncio
+import copy
 import json
 import logging
 import shutil
@@ -23,6 +24,8 @@ from finetune.publish import publish_checkpoint
 from inference.cli import main as inference_main
 from inference.engine import InferenceEngine
 from inference.loading import load_checkpoint, save_checkpoint
+from inference.onnx_backend import load_onnx
+from inference.onnx_export import export_for_serving
 from inference.spec import checkpoint_version
 from tests.answers import Scene, answer, current_ranking
 from tests.corpus import jpeg
@@ -294,18 +297,34 @@ async def test_a_broken_checkpoint_is_refused_and_the_old_head_serves(
         assert len(prediction.vocabulary) == len(tiny_model.spec.vocabulary)
 
 
-async def test_the_learner_refits_on_its_own_database_and_swaps_the_head_in(tiny_model, tmp_path):
+@pytest.mark.parametrize("backend", ["torch", "onnx"])
+async def test_the_learner_refits_on_its_own_database_and_swaps_the_head_in(
+    tiny_model, tmp_path, backend
+):
+    """On ONNX (a CPU's default) the engine holds no torch weights: the learner loads the
+    base model itself, and writes the learned head's graph too."""
     db = tmp_path / "bot.sqlite3"
     store = await Store.open(db)
     scene = Scene.random(0)
     tag = missed_tag(tiny_model, scene)
     await answers_that_teach(store, tiny_model, tag)
     learned = tmp_path / "learned-model"
-    async with InferenceEngine(tiny_model, CPU, version="zero-shot:tiny") as engine:
+    served = tiny_model
+    if backend == "onnx":
+        served = load_onnx(export_for_serving(copy.deepcopy(tiny_model), tmp_path / "zero-shot"))
+    async with InferenceEngine(served, CPU, version="zero-shot:tiny") as engine:
         watcher = CheckpointWatcher(engine, learned, loader)
-        learner = Learner(engine, db, watcher, 24, started_from=lambda: "zero-shot:tiny")
+        learner = Learner(
+            engine,
+            db,
+            watcher,
+            24,
+            started_from=lambda: "zero-shot:tiny",
+            load_base=lambda: copy.deepcopy(tiny_model),
+        )
         assert await learner.learn_once()
         assert engine.model_version == checkpoint_version(learned)
+        assert (learned / "model.onnx").is_file() == (backend == "onnx")
         assert load_checkpoint(learned).spec.provenance["base"] == "zero-shot:tiny"
         # Chats went on through the same store meanwhile, and still do.
         service = HashtagService(engine, store, rate_limit=None)
@@ -384,8 +403,6 @@ async def test_the_bot_serves_its_learned_head_after_a_restart(tiny_model, check
 
 
 async def test_a_learned_head_for_the_onnx_backend_comes_with_its_graph(tiny_model, tmp_path):
-    from inference.onnx_backend import load_onnx
-
     result = await learned_head(tiny_model, tmp_path)
     out = tmp_path / "learned-onnx"
     await asyncio.to_thread(publish_checkpoint, result.model, out, result.report, True)

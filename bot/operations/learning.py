@@ -32,16 +32,17 @@ class Learner:
         watcher: CheckpointWatcher,
         every_hours: float,
         started_from: Callable[[], str],
+        load_base: Callable[[], HashtagModel],
         options: FeedbackOptions | None = None,
-        base_checkpoint: Path | None = None,
     ):
         """Writes into the directory `watcher` serves. `started_from()`: the served head's
         version without backend details (what the learned head records as its origin);
-        `base_checkpoint`: the operator's checkpoint, served until a head has been learned."""
+        `load_base()`: the torch model the options name (a checkpoint or the zero-shot model),
+        served until a head has been learned; needed when the engine serves ONNX."""
         self.engine, self.db, self.watcher = engine, db, watcher
         self.every_hours, self.started_from = every_hours, started_from
         self.options = options or FeedbackOptions()
-        self.base_checkpoint = base_checkpoint
+        self.load_base = load_base
 
     async def run(self) -> None:
         while True:
@@ -90,6 +91,7 @@ class Learner:
         served = self.engine.model
         if isinstance(served, HashtagModel):
             return training_copy(served)
-        # The ONNX backend holds no torch weights: read the checkpoint it serves.
-        learned = checkpoint_stamp(self.watcher.directory) is not None
-        return load_checkpoint(self.watcher.directory if learned else self.base_checkpoint)
+        # The ONNX backend holds no torch weights: load what it serves.
+        if checkpoint_stamp(self.watcher.directory) is not None:
+            return load_checkpoint(self.watcher.directory)
+        return self.load_base()
