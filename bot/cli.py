@@ -275,7 +275,7 @@ async def _run(args: argparse.Namespace, tokens: Tokens, channels: list[int]) ->
         model, version = load(source)
     else:
         model, _ = load_model_from_args(args)
-        version = _base_version(args)
+        version = _base_version(args) + _backend_mark(model, args)
     store = await Store.open(args.db)
     engine = InferenceEngine(
         model,
@@ -470,11 +470,17 @@ def _checkpoint_loader(args: argparse.Namespace) -> CheckpointLoader:
     def load(directory: Path) -> tuple[Servable, str]:
         served = argparse.Namespace(**{**vars(args), "checkpoint": directory})
         model, _ = load_model_from_args(served)
-        backend = ":onnx" if isinstance(model, OnnxHashtagModel) else ""
-        backend += ":int8" if args.int8 else ""
-        return model, checkpoint_version(directory) + backend
+        return model, checkpoint_version(directory) + _backend_mark(model, args)
 
     return load
+
+
+def _backend_mark(model: Servable, args: argparse.Namespace) -> str:
+    """What a suggestion's model version adds for ONNX Runtime: int8 scores differ a little,
+    so quality is counted apart for it."""
+    if not isinstance(model, OnnxHashtagModel):
+        return ""
+    return ":onnx:int8" if args.int8 else ":onnx"
 
 
 def _base_version(args: argparse.Namespace) -> str:
