@@ -58,8 +58,16 @@ def load_onnx(checkpoint: Path, int8: bool = False) -> OnnxHashtagModel:
     # batch 1 (2-core CPU; benchmarks/README.md).
     options.enable_cpu_mem_arena = False
     options.enable_mem_pattern = False
-    session = onnxruntime.InferenceSession(str(graph), options, providers=["CPUExecutionProvider"])
-    spec = ModelSpec.from_file(checkpoint / CONFIG_FILE)
+    try:
+        session = onnxruntime.InferenceSession(
+            str(graph), options, providers=["CPUExecutionProvider"]
+        )
+        spec = ModelSpec.from_file(checkpoint / CONFIG_FILE)
+    except Exception as error:  # ONNX Runtime's own errors derive from Exception alone
+        raise ModelLoadError(
+            f"{graph} cannot be loaded: {error}\nExport it again (`python -m finetune export "
+            f"--checkpoint {checkpoint}`), or use --backend torch"
+        ) from None
     return OnnxHashtagModel(session, spec, _encoder_id(checkpoint, spec))
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -129,9 +130,12 @@ def load_model_from_args(args: argparse.Namespace) -> tuple[Servable, str]:
     backend = chosen_backend(args, device)
     if backend == "onnx" and device != "cpu":
         raise DeviceUnavailable("--backend onnx runs on the CPU; use --device cpu")
-    exported = Path(args.checkpoint) if args.checkpoint else zero_shot_export_dir(args)
-    if backend == "onnx" and (args.checkpoint or (exported / ONNX_FILE).is_file()):
-        return load_onnx(exported, int8=args.int8), device
+    if backend == "onnx" and args.checkpoint:
+        return load_onnx(args.checkpoint, int8=args.int8), device
+    if backend == "onnx":
+        exported = zero_shot_export_dir(args)
+        if (earlier := _earlier_export(exported, args)) is not None:
+            return earlier, device
     from inference.loading import prepare_for_inference
 
     model, torch_device = load_torch_model(args)
@@ -147,6 +151,19 @@ def zero_shot_export_dir(args: argparse.Namespace) -> Path:
     vocabulary = load_vocabulary(args.vocab)
     model, pretrained = args.model or DEFAULT_MODEL, args.pretrained or DEFAULT_PRETRAINED
     return export_dir(zero_shot_key(model, pretrained, vocabulary), default_cache_dir())
+
+
+def _earlier_export(directory: Path, args: argparse.Namespace) -> Servable | None:
+    """The zero-shot model as an earlier start exported it; None when there is none yet, or
+    when it is damaged, which is then exported again, like a damaged cached head."""
+    if not (directory / ONNX_FILE).is_file():
+        return None
+    try:
+        return load_onnx(directory, int8=args.int8)
+    except ModelLoadError as error:
+        log.warning("exporting the zero-shot model again: the cached export is damaged (%s)", error)
+        shutil.rmtree(directory, ignore_errors=True)
+        return None
 
 
 def _export_zero_shot(

@@ -197,3 +197,30 @@ def test_the_zero_shot_model_falls_back_to_torch_when_it_cannot_be_exported(
     # Asked for ONNX explicitly, it is an error that says what to do.
     assert inference_main([*options, "--backend", "onnx", str(photo)]) == 2
     assert "exporter says no" in capsys.readouterr().err
+
+
+def test_a_damaged_zero_shot_export_is_made_again(
+    tiny_clip_files, tmp_path, monkeypatch, caplog, capsys
+):
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("HASHTAG_CACHE_DIR", str(cache))
+    config, weights = tiny_clip_files
+    options = ["--model", config, "--pretrained", weights, "--device", "cpu"]
+    photo = tmp_path / "photo.jpg"
+    photo.write_bytes(jpeg(seed=2))
+    assert inference_main([*options, str(photo)]) == 0
+    first = capsys.readouterr().out
+    (data,) = cache.glob("zero_shot_onnx/*/model.onnx.data")
+    data.write_bytes(data.read_bytes()[:1000])  # cut off, as by a full disk
+    assert inference_main([*options, str(photo)]) == 0
+    assert capsys.readouterr().out == first
+    assert "the cached export is damaged" in caplog.text
+    assert data.stat().st_size > 1000
+
+
+def test_a_damaged_onnx_graph_is_a_clear_error(checkpoint, capsys):
+    assert main(["export", "--checkpoint", str(checkpoint)]) == 0
+    (checkpoint / "model.onnx").write_bytes(b"not a graph")
+    assert inference_main(["--checkpoint", str(checkpoint), "--backend", "onnx", "x.jpg"]) == 2
+    error = capsys.readouterr().err
+    assert "model.onnx cannot be loaded" in error and "python -m finetune export" in error
