@@ -32,6 +32,10 @@ def export_onnx(model: HashtagModel, destination: Path) -> Path:
     side = model.spec.input_side
     example = torch.zeros(2, 3, side, side)
     # torch.export's exporter, the one torch maintains (the TorchScript one is deprecated).
+    # It writes the weights beside the graph itself; only the graph is read back, to add the
+    # metadata, so the weights are never held twice.
+    weights = destination.with_name(destination.name + ".data")
+    weights.unlink(missing_ok=True)
     torch.onnx.export(
         model,
         (example,),
@@ -41,10 +45,10 @@ def export_onnx(model: HashtagModel, destination: Path) -> Path:
         dynamic_shapes={"pixels": {0: torch.export.Dim("batch", min=1, max=MAX_BATCH)}},
         opset_version=OPSET,
         dynamo=True,
-        external_data=False,
+        external_data=True,
         verbose=False,
     )
-    graph = onnx.load(str(destination))
+    graph = onnx.load(str(destination), load_external_data=False)
     spec = model.spec
     for key, value in {
         "vocabulary": spec.vocabulary,
@@ -54,16 +58,7 @@ def export_onnx(model: HashtagModel, destination: Path) -> Path:
         "provenance": spec.provenance,
     }.items():
         graph.metadata_props.add(key=key, value=json.dumps(value))
-    weights = destination.with_name(destination.name + ".data")
-    weights.unlink(missing_ok=True)  # onnx appends to an existing weights file
-    onnx.save(
-        graph,
-        str(destination),
-        save_as_external_data=True,
-        all_tensors_to_one_file=True,
-        location=weights.name,
-        size_threshold=1024,
-    )
+    onnx.save(graph, str(destination))
     return destination
 
 
