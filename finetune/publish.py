@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import datetime
 import json
-import os
 import shutil
 from pathlib import Path
 
 from inference.loading import save_checkpoint
 from inference.model import HashtagModel
+from inference.staging import fresh_staging_dir
 
 METRICS_FILE = "metrics.json"
 PREVIOUS_MARK = ".previous-"
@@ -33,9 +33,7 @@ def publish_checkpoint(
     """Write `model` (+ metrics.json, + model.onnx when `with_onnx`) as `directory`, atomically
     for readers; returns where the replaced checkpoint went, or `directory` when there was none."""
     directory = Path(directory)
-    directory.parent.mkdir(parents=True, exist_ok=True)
-    staging = directory.parent / f".{directory.name}.partial-{os.getpid()}"
-    shutil.rmtree(staging, ignore_errors=True)
+    staging = fresh_staging_dir(directory)
     save_checkpoint(model, staging)
     write_metrics(staging, report)
     if with_onnx:

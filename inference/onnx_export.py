@@ -11,7 +11,6 @@ Runtime maps from disk instead of parsing: measured on ViT-B-32, that keeps load
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from pathlib import Path
 
@@ -21,6 +20,7 @@ import torch
 from inference.model import HashtagModel
 from inference.onnx_backend import ONNX_FILE
 from inference.spec import CONFIG_FILE
+from inference.staging import fresh_staging_dir
 
 OPSET = 18
 # Up to this many images per call; the batch axis is dynamic below it.
@@ -67,10 +67,7 @@ def export_for_serving(model: HashtagModel, directory: Path) -> Path:
     weights beside them. Written aside and renamed into place, so neither a crash nor a second
     process starting at the same time ever sees half of it."""
     directory = Path(directory)
-    directory.parent.mkdir(parents=True, exist_ok=True)
-    staging = directory.parent / f".{directory.name}.partial-{os.getpid()}"
-    shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir()
+    staging = fresh_staging_dir(directory)
     try:
         model.spec.provenance["encoder"] = model.encoder_id
         (staging / CONFIG_FILE).write_text(model.spec.to_json(), encoding="utf-8")
