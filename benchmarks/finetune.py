@@ -35,6 +35,7 @@ HARRISON_IMAGES, HARRISON_TRAIN, VOCABULARY, EPOCHS = 57_383, 47_383, 997, 10
 
 
 def random_vit_b_32(device: torch.device) -> HashtagModel:
+    torch.manual_seed(0)  # the same weights every run: the figures are reproducible
     clip_model = open_clip.create_model("ViT-B-32")
     spec = ModelSpec(
         architecture="ViT-B-32",

@@ -40,6 +40,7 @@ ARCHITECTURE = "ViT-B-32"
 
 def save_random_weights(folder: Path) -> str:
     path = folder / "vit-b-32-random.safetensors"
+    torch.manual_seed(0)  # the same weights every run: the cosine figures are reproducible
     model = open_clip.create_model(ARCHITECTURE)
     save_file({k: v.contiguous() for k, v in model.state_dict().items()}, path)
     return str(path)

@@ -148,15 +148,18 @@ def _pretrained_advice(name: str, pretrained: str, error: Exception) -> str:
 
 
 def save_checkpoint(model: HashtagModel, directory: Path) -> None:
-    """Write config.json + model.safetensors, the layout load_checkpoint reads.
-
-    The encoder's fingerprint goes into the provenance, so the ONNX backend knows it too.
-    """
+    """Write config.json + model.safetensors, the layout load_checkpoint reads."""
     directory.mkdir(parents=True, exist_ok=True)
     state = {
         name: tensor.detach().cpu().contiguous() for name, tensor in model.state_dict().items()
     }
     save_file(state, directory / WEIGHTS_FILE)
+    write_config(model, directory)
+
+
+def write_config(model: HashtagModel, directory: Path) -> None:
+    """config.json: the model's spec, with the encoder's fingerprint in the provenance, so the
+    ONNX backend (which holds no torch weights to fingerprint) knows it too."""
     model.spec.provenance["encoder"] = model.encoder_id
     (directory / CONFIG_FILE).write_text(model.spec.to_json(), encoding="utf-8")
 

@@ -17,9 +17,9 @@ from pathlib import Path
 import onnx
 import torch
 
+from inference.loading import write_config
 from inference.model import HashtagModel
 from inference.onnx_backend import ONNX_FILE
-from inference.spec import CONFIG_FILE
 from inference.staging import fresh_staging_dir
 
 OPSET = 18
@@ -69,8 +69,7 @@ def export_for_serving(model: HashtagModel, directory: Path) -> Path:
     directory = Path(directory)
     staging = fresh_staging_dir(directory)
     try:
-        model.spec.provenance["encoder"] = model.encoder_id
-        (staging / CONFIG_FILE).write_text(model.spec.to_json(), encoding="utf-8")
+        write_config(model, staging)
         export_onnx(model, staging / ONNX_FILE)
         staging.rename(directory)
     except OSError:

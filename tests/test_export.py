@@ -23,6 +23,12 @@ def checkpoint(tiny_model, tmp_path):
     return tmp_path / "ckpt"
 
 
+def photo_file(folder: Path, seed: int) -> Path:
+    photo = folder / f"photo-{seed}.jpg"
+    photo.write_bytes(jpeg(seed=seed))
+    return photo
+
+
 def test_the_onnx_graph_matches_torch_at_any_batch_size(tiny_model, checkpoint, capsys):
     assert main(["export", "--checkpoint", str(checkpoint)]) == 0
     assert "model.onnx" in capsys.readouterr().out
@@ -59,10 +65,7 @@ def top_tags(argv: list[str], capsys) -> list[list[str]]:
 
 def test_backend_onnx_serves_the_same_hashtags_as_torch(checkpoint, tmp_path, capsys):
     assert main(["export", "--checkpoint", str(checkpoint)]) == 0
-    photos = []
-    for seed in range(4):
-        photos.append(tmp_path / f"p{seed}.jpg")
-        photos[-1].write_bytes(jpeg(seed=seed))
+    photos = [photo_file(tmp_path, seed) for seed in range(4)]
     capsys.readouterr()
     model = ["--checkpoint", str(checkpoint), *map(str, photos)]
     torch_tags = top_tags([*model, "--device", "cpu", "--backend", "torch"], capsys)
@@ -129,30 +132,32 @@ def without_torch(module: str, args: list[str], **options) -> subprocess.Complet
     )
 
 
+@pytest.fixture
+def zero_shot(tiny_clip_files, tmp_path, monkeypatch) -> tuple[list[str], Path]:
+    """(options naming the tiny zero-shot model, the cache folder of its own it uses; the
+    environment carries it, so subprocesses use it too)."""
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("HASHTAG_CACHE_DIR", str(cache))
+    config, weights = tiny_clip_files
+    return ["--model", config, "--pretrained", weights], cache
+
+
 @pytest.fixture(params=["checkpoint", "zero-shot"])
-def exported(request, checkpoint, tiny_clip_files, tmp_path, monkeypatch) -> list[str]:
+def exported(request, checkpoint, tmp_path) -> list[str]:
     """The options naming an exported model: a checkpoint after `python -m finetune export`, or
     the zero-shot model after its first start on a CPU, which exports it into the cache."""
     if request.param == "checkpoint":
         assert main(["export", "--checkpoint", str(checkpoint)]) == 0
         return ["--checkpoint", str(checkpoint)]
-    cache = tmp_path / "cache"
-    monkeypatch.setenv("HASHTAG_CACHE_DIR", str(cache))  # subprocesses inherit it
-    config, weights = tiny_clip_files
-    options = ["--model", config, "--pretrained", weights]
-    photo = tmp_path / "first.jpg"
-    photo.write_bytes(jpeg(seed=9))
-    assert inference_main([*options, "--device", "cpu", str(photo)]) == 0
+    options, cache = request.getfixturevalue("zero_shot")
+    assert inference_main([*options, "--device", "cpu", str(photo_file(tmp_path, 9))]) == 0
     assert len(list(cache.glob("zero_shot_onnx/*/model.onnx"))) == 1
     return options
 
 
 def test_serving_onnx_never_imports_torch(exported, tmp_path, capsys):
     """torch with its CUDA libraries is most of a process's memory: the lean bot needs none."""
-    photos = []
-    for seed in range(3):
-        photos.append(tmp_path / f"photo{seed}.jpg")
-        photos[-1].write_bytes(jpeg(seed=seed))
+    photos = [photo_file(tmp_path, seed) for seed in range(3)]
     # `auto` must find the CPU without torch too, wherever no NVIDIA driver is loaded.
     device = [] if not Path("/proc/driver/nvidia/version").exists() else ["--device", "cpu"]
     lean = without_torch("inference.cli", [*exported, "--json", *device, *map(str, photos)])
@@ -178,18 +183,15 @@ def test_serving_onnx_never_imports_torch(exported, tmp_path, capsys):
 
 
 def test_the_zero_shot_model_falls_back_to_torch_when_it_cannot_be_exported(
-    tiny_clip_files, tmp_path, monkeypatch, caplog, capsys
+    zero_shot, tmp_path, monkeypatch, caplog, capsys
 ):
     def exporter_fails(*args, **kwargs):
         raise RuntimeError("exporter says no")
 
     monkeypatch.setattr("inference.onnx_export.export_onnx", exporter_fails)
-    cache = tmp_path / "cache"
-    monkeypatch.setenv("HASHTAG_CACHE_DIR", str(cache))
-    config, weights = tiny_clip_files
-    options = ["--model", config, "--pretrained", weights, "--device", "cpu"]
-    photo = tmp_path / "photo.jpg"
-    photo.write_bytes(jpeg(seed=1))
+    model, cache = zero_shot
+    options = [*model, "--device", "cpu"]
+    photo = photo_file(tmp_path, 1)
     assert inference_main([*options, str(photo)]) == 0  # served with torch instead
     assert "#" in capsys.readouterr().out
     assert "exporter says no" in caplog.text and "serving it with torch" in caplog.text
@@ -199,15 +201,10 @@ def test_the_zero_shot_model_falls_back_to_torch_when_it_cannot_be_exported(
     assert "exporter says no" in capsys.readouterr().err
 
 
-def test_a_damaged_zero_shot_export_is_made_again(
-    tiny_clip_files, tmp_path, monkeypatch, caplog, capsys
-):
-    cache = tmp_path / "cache"
-    monkeypatch.setenv("HASHTAG_CACHE_DIR", str(cache))
-    config, weights = tiny_clip_files
-    options = ["--model", config, "--pretrained", weights, "--device", "cpu"]
-    photo = tmp_path / "photo.jpg"
-    photo.write_bytes(jpeg(seed=2))
+def test_a_damaged_zero_shot_export_is_made_again(zero_shot, tmp_path, caplog, capsys):
+    model, cache = zero_shot
+    options = [*model, "--device", "cpu"]
+    photo = photo_file(tmp_path, 2)
     assert inference_main([*options, str(photo)]) == 0
     first = capsys.readouterr().out
     (data,) = cache.glob("zero_shot_onnx/*/model.onnx.data")
