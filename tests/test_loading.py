@@ -1,5 +1,6 @@
 """Building the model from open_clip weights, caching its head, and checkpoint round trips."""
 
+import logging
 import os
 import pickle
 import socket
@@ -89,6 +90,31 @@ def test_with_the_head_cached_only_the_vision_tower_is_built_with_the_same_score
     assert total == sum(p.numel() for p in full.visual.parameters()) + lean.head.weight.numel() + 5
 
 
+def test_the_first_start_reads_each_tower_on_its_own_with_the_same_scores(
+    tiny_clip_files, tmp_path, monkeypatch, caplog
+):
+    """A .pt file goes through open_clip's loader (the whole CLIP and a second copy of its
+    weights); safetensors are read tower by tower, and must give the very same model."""
+    config_path, weights_path = tiny_clip_files
+    clip_model = open_clip.create_model("tiny-test-clip", pretrained=weights_path)
+    pt_path = tmp_path / "weights.pt"
+    torch.save(clip_model.state_dict(), pt_path)
+    reference = load_zero_shot(config_path, str(pt_path), VOCAB, cache_dir=tmp_path / "pt")
+
+    def whole_file(*args, **kwargs):
+        raise AssertionError("the whole weights file should not be loaded at once")
+
+    monkeypatch.setattr(open_clip.factory, "load_checkpoint", whole_file)
+    with caplog.at_level(logging.WARNING):
+        lean = load_zero_shot(config_path, weights_path, VOCAB, cache_dir=tmp_path / "st")
+    assert "initialized randomly" not in caplog.text  # open_clip's warning would mislead
+    torch.testing.assert_close(lean.head.weight, reference.head.weight)
+    pixels = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        for expected, actual in zip(reference(pixels), lean(pixels), strict=True):
+            torch.testing.assert_close(actual, expected)
+
+
 def test_a_damaged_cache_entry_is_rebuilt(tiny_clip_files, tmp_path):
     config_path, weights_path = tiny_clip_files
     load_zero_shot(config_path, weights_path, VOCAB, cache_dir=tmp_path)
@@ -96,17 +122,6 @@ def test_a_damaged_cache_entry_is_rebuilt(tiny_clip_files, tmp_path):
     cache_file.write_bytes(b"garbage")
     model = load_zero_shot(config_path, weights_path, VOCAB, cache_dir=tmp_path)
     assert model.head.weight.shape == (len(VOCAB), 32)
-
-
-def test_pt_weights_load_like_safetensors(tiny_clip_files, tmp_path):
-    config_path, weights_path = tiny_clip_files
-    reference = load_zero_shot(config_path, weights_path, VOCAB, cache_dir=tmp_path)
-    clip_model = open_clip.create_model("tiny-test-clip", pretrained=weights_path)
-    pt_path = tmp_path / "weights.pt"
-    torch.save(clip_model.state_dict(), pt_path)
-    model = load_zero_shot(config_path, str(pt_path), VOCAB, cache_dir=tmp_path)
-    pixels = torch.randn(2, 3, 32, 32)
-    torch.testing.assert_close(model(pixels)[0], reference(pixels)[0])
 
 
 def test_checkpoint_round_trip_gives_identical_outputs(tiny_model, tmp_path):
