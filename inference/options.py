@@ -8,7 +8,11 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import shutil
+import subprocess
+import sys
+import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -30,6 +34,11 @@ BACKENDS = ("auto", "torch", "onnx")
 
 # Everything that can go wrong while loading, each with a message that says what to do.
 MODEL_SETUP_ERRORS = (ModelLoadError, VocabularyError, DeviceUnavailable)
+
+# How `python -m inference.first_start` ends when it cannot export the zero-shot model.
+EXIT_SETUP_FAILED, EXIT_EXPORT_FAILED = 2, 3
+# Its peak on ViT-B-32 (benchmarks/README.md), for the advice when it is killed.
+FIRST_START_MEMORY = "1.4 GB"
 
 
 def add_model_arguments(
@@ -123,8 +132,8 @@ def chosen_backend(args: argparse.Namespace, device: str) -> str:
 def load_model_from_args(args: argparse.Namespace) -> tuple[Servable, str]:
     """The model the options describe, on its device, and that device's name.
 
-    Raises one of MODEL_SETUP_ERRORS. The ONNX backend on a CPU never imports torch, except on
-    the zero-shot model's first start, which exports it.
+    Raises one of MODEL_SETUP_ERRORS. The ONNX backend on a CPU never imports torch: the
+    zero-shot model's first start exports it in a child process.
     """
     device = serving_device(args.device)
     backend = chosen_backend(args, device)
@@ -136,13 +145,11 @@ def load_model_from_args(args: argparse.Namespace) -> tuple[Servable, str]:
         exported = zero_shot_export_dir(args)
         if (earlier := _earlier_export(exported, args)) is not None:
             return earlier, device
+        if _export_zero_shot(exported, args):
+            return load_onnx(exported, int8=args.int8), device
     from inference.loading import prepare_for_inference
 
     model, torch_device = load_torch_model(args)
-    if backend == "onnx":
-        served = _export_zero_shot(model, exported, args)
-        if served is not None:
-            return served, device
     return prepare_for_inference(model, torch_device, inference_dtype(torch_device)), device
 
 
@@ -166,28 +173,51 @@ def _earlier_export(directory: Path, args: argparse.Namespace) -> Servable | Non
         return None
 
 
-def _export_zero_shot(
-    model: HashtagModel, directory: Path, args: argparse.Namespace
-) -> Servable | None:
-    """The zero-shot model's first start on a CPU: export it (once), then serve the export.
-    None when it cannot be exported and `auto` may fall back to torch."""
-    from inference.onnx_export import export_for_serving
+def _export_zero_shot(directory: Path, args: argparse.Namespace) -> bool:
+    """The zero-shot model's first start on a CPU: `python -m inference.first_start`, a child
+    process, builds the head and exports the model (once) for ONNX Runtime to serve. Its
+    torch and exporter memory leave with it, so this process stays as lean as on later starts.
 
-    log.info("exporting the zero-shot model for ONNX Runtime, once, into %s", directory)
-    try:
-        export_for_serving(model, directory)
-    except Exception as error:  # an exporter failure of any kind: torch still serves
-        if args.backend == "onnx":
-            raise ModelLoadError(
-                f"cannot export the zero-shot model for ONNX Runtime: {error}\nUse --backend torch."
-            ) from None
-        log.warning(
-            "could not export the zero-shot model for ONNX Runtime (%s); serving it with "
-            "torch. --backend torch skips this attempt.",
-            error,
+    False when only the exporter failed and `auto` may fall back to torch. Raises
+    ModelLoadError when the model cannot be loaded at all, or the child was killed (the
+    kernel's out-of-memory killer, most likely).
+    """
+    options = ["--device", "cpu"]
+    for flag, value in (("--model", args.model), ("--pretrained", args.pretrained)):
+        options += [flag, value] if value else []
+    options += ["--vocab", str(args.vocab)] if args.vocab else []
+    # It logs at this process's level, and needs no secrets: the bots' tokens stay out of it.
+    level = logging.getLevelName(logging.getLogger().getEffectiveLevel())
+    env = {name: value for name, value in os.environ.items() if not name.endswith("_TOKEN")}
+    with tempfile.TemporaryDirectory(prefix="hashtag-first-start-") as temp:
+        report = Path(temp) / "report.txt"
+        command = [sys.executable, "-m", "inference.first_start", "--report", str(report)]
+        status = subprocess.run(
+            [*command, *options, str(directory)], env={**env, "LOG_LEVEL": level}, check=False
+        ).returncode
+        reason = report.read_text(encoding="utf-8") if report.is_file() else ""
+    if status == 0:
+        return True
+    if status == EXIT_SETUP_FAILED:
+        raise ModelLoadError(reason)
+    if status < 0:
+        raise ModelLoadError(
+            f"the first start's export was stopped by signal {-status}. Building the head and "
+            f"exporting the model needs about {FIRST_START_MEMORY} of memory, once (later "
+            "starts need less than half): give it more memory for its first start, or serve "
+            "with --backend torch."
         )
-        return None
-    return load_onnx(directory, int8=args.int8)
+    reason = reason or f"it ended with exit status {status}; its error is printed above"
+    if args.backend == "onnx":
+        raise ModelLoadError(
+            f"cannot export the zero-shot model for ONNX Runtime: {reason}\nUse --backend torch."
+        )
+    log.warning(
+        "could not export the zero-shot model for ONNX Runtime (%s); serving it with "
+        "torch. --backend torch skips this attempt.",
+        reason,
+    )
+    return False
 
 
 def load_torch_model(args: argparse.Namespace) -> tuple[HashtagModel, torch.device]:

@@ -13,7 +13,9 @@ import torch
 
 from finetune.cli import main
 from inference.cli import main as inference_main
+from inference.first_start import main as first_start_main
 from inference.loading import save_checkpoint
+from inference.options import EXIT_EXPORT_FAILED
 from tests.corpus import jpeg
 
 
@@ -150,7 +152,10 @@ def exported(request, checkpoint, tmp_path) -> list[str]:
         assert main(["export", "--checkpoint", str(checkpoint)]) == 0
         return ["--checkpoint", str(checkpoint)]
     options, cache = request.getfixturevalue("zero_shot")
-    assert inference_main([*options, "--device", "cpu", str(photo_file(tmp_path, 9))]) == 0
+    # Even the first start serves without torch: a child process of its own exports the model.
+    photo = photo_file(tmp_path, 9)
+    first = without_torch("inference.cli", [*options, "--device", "cpu", str(photo)])
+    assert first.returncode == 0, first.stderr
     assert len(list(cache.glob("zero_shot_onnx/*/model.onnx"))) == 1
     return options
 
@@ -182,23 +187,52 @@ def test_serving_onnx_never_imports_torch(exported, tmp_path, capsys):
     assert "Saved: #" in console.stdout
 
 
-def test_the_zero_shot_model_falls_back_to_torch_when_it_cannot_be_exported(
-    zero_shot, tmp_path, monkeypatch, caplog, capsys
-):
+def test_the_first_start_child_reports_an_exporter_failure(zero_shot, tmp_path, monkeypatch):
     def exporter_fails(*args, **kwargs):
         raise RuntimeError("exporter says no")
 
     monkeypatch.setattr("inference.onnx_export.export_onnx", exporter_fails)
     model, cache = zero_shot
+    report, destination = tmp_path / "report.txt", cache / "export"
+    status = first_start_main([*model, "--report", str(report), str(destination)])
+    assert status == EXIT_EXPORT_FAILED  # torch can still serve: the parent may fall back
+    assert report.read_text() == "RuntimeError: exporter says no"
+    assert not destination.exists() and not list(cache.glob(".export*"))  # no staging left
+    # A model that cannot be loaded at all is the other status, with the reason to show.
+    missing = ["--model", model[1], "--pretrained", str(tmp_path / "none.safetensors")]
+    assert first_start_main([*missing, "--report", str(report), str(destination)]) == 2
+    assert "not a known tag" in report.read_text()
+
+
+def test_the_zero_shot_model_falls_back_to_torch_when_it_cannot_be_exported(
+    zero_shot, tmp_path, monkeypatch, caplog, capsys
+):
+    model, _ = zero_shot
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    monkeypatch.setenv("HASHTAG_CACHE_DIR", str(blocker / "cache"))  # nothing can be written
     options = [*model, "--device", "cpu"]
     photo = photo_file(tmp_path, 1)
     assert inference_main([*options, str(photo)]) == 0  # served with torch instead
     assert "#" in capsys.readouterr().out
-    assert "exporter says no" in caplog.text and "serving it with torch" in caplog.text
-    assert not list(cache.glob("zero_shot_onnx/*")) and not list(cache.glob("zero_shot_onnx/.*"))
+    assert "Not a directory" in caplog.text and "serving it with torch" in caplog.text
     # Asked for ONNX explicitly, it is an error that says what to do.
     assert inference_main([*options, "--backend", "onnx", str(photo)]) == 2
-    assert "exporter says no" in capsys.readouterr().err
+    error = capsys.readouterr().err
+    assert "Not a directory" in error and "--backend torch" in error
+
+
+def test_a_first_start_killed_for_memory_says_how_much_it_needs(
+    zero_shot, tmp_path, monkeypatch, capsys
+):
+    killed = tmp_path / "killed-python"
+    killed.write_text("#!/bin/sh\nkill -9 $$\n")  # the out-of-memory killer's way
+    killed.chmod(0o755)
+    monkeypatch.setattr("inference.options.sys.executable", str(killed))
+    model, _ = zero_shot
+    assert inference_main([*model, "--device", "cpu", str(photo_file(tmp_path, 1))]) == 2
+    error = capsys.readouterr().err
+    assert "stopped by signal 9" in error and "1.4 GB of memory" in error
 
 
 def test_a_damaged_zero_shot_export_is_made_again(zero_shot, tmp_path, caplog, capsys):
