@@ -60,7 +60,8 @@ def load_zero_shot(
     When the weights are a safetensors file in open_clip's own layout, each tower is built on
     its own and takes its tensors straight from the file: the text tower only to build the head
     (once; it is cached) and freed before the vision tower is read. The weights are never held
-    twice, which took a first start on ViT-B-32 from 1.9 GB to 1.4 GB (benchmarks/README.md).
+    twice, as open_clip's loader holds them (the 1.9 GB peak of a ViT-B-32 first start came from
+    that; benchmarks/README.md).
     Other weights are loaded whole through open_clip, which converts other layouts, and the
     text tower is dropped after the head.
     """

@@ -9,9 +9,9 @@ import gc
 def release_freed_memory() -> None:
     """Return freed heap memory to the system (glibc's malloc_trim; elsewhere nothing).
 
-    glibc keeps freed memory for reuse: after a first start drops CLIP's text tower or torch's
-    copy of the weights, hundreds of MB would otherwise stay counted in the process's resident
-    size, which is what a container's memory limit counts (measured in benchmarks/README.md).
+    glibc keeps freed memory for reuse: after a first start drops CLIP's text tower, about
+    200 MB of it (ViT-B-32) would otherwise stay counted in the process's resident size, which
+    is what a container's memory limit counts (benchmarks/README.md).
     """
     gc.collect()
     try:
