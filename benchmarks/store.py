@@ -27,10 +27,11 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bot.store import Store
+from bot.store.records import ShownEntry
 from tests.postgres_server import INSTALL_HINT, PostgresServer, find_binaries
 
 PEOPLE_PER_WRITER = 50
-SHOWN = [(f"tag{i}", 0.9 - i / 20) for i in range(10)]
+SHOWN = [ShownEntry(f"tag{i}", 0.9 - i / 20) for i in range(10)]
 
 
 async def write(db: str, writer: int, seconds: float, start_at: float) -> dict:
@@ -49,7 +50,7 @@ async def write(db: str, writer: int, seconds: float, start_at: float) -> dict:
         suggestion_id = await store.add_suggestion(user_id, "telegram", embedding, SHOWN, "bench")
         await store.attach_reply(suggestion_id, person, str(suggestion_id))
         middle = time.perf_counter()
-        tags = [tag for tag, _ in SHOWN[:3]]
+        tags = [entry.tag for entry in SHOWN[:3]]
         await store.record_feedback(suggestion_id, user_id, tags, 1, "button")
         answers.append(time.perf_counter() - middle)
         round_trips.append(middle - begin)

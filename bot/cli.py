@@ -22,11 +22,16 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from bot.adapters.console import run_console
+from bot.core.blocklist import (
+    ENVIRONMENT_VARIABLE as BLOCKED_HASHTAGS_VARIABLE,
+)
+from bot.core.blocklist import BlockList, BlockListError
 from bot.core.ratelimit import RateLimit
 from bot.core.service import DEFAULT_RATE_LIMIT, HashtagService
 from bot.operations import metrics
 from bot.operations.checkpoints import CheckpointLoader, CheckpointWatcher, checkpoint_stamp
 from bot.operations.health import start_health_server
+from bot.operations.learning import Learner, child_environment, feedback_command
 from bot.operations.logs import configure_logging
 from bot.store import Store, StoreUnavailable, default_db_path, is_postgres_url
 from bot.store.schema import SchemaTooNew
@@ -38,7 +43,6 @@ from inference.options import (
     add_model_arguments,
     check_model_arguments,
     load_model_from_args,
-    load_torch_model,
 )
 from inference.spec import (
     CONFIG_FILE,
@@ -119,6 +123,23 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="N",
         help="different people who must have used a new hashtag before anyone else is "
         "offered it (default 5; $HASHTAG_MIN_PEOPLE)",
+    )
+    learning.add_argument(
+        "--min-days",
+        type=int,
+        default=os.environ.get("HASHTAG_MIN_DAYS", "2"),
+        metavar="N",
+        help="days (UTC) on which a person must have answered before they count towards "
+        "--min-people (default 2; $HASHTAG_MIN_DAYS)",
+    )
+    learning.add_argument(
+        "--blocked-hashtags",
+        type=Path,
+        default=os.environ.get(BLOCKED_HASHTAGS_VARIABLE),
+        metavar="FILE",
+        help="hashtags never suggested to anyone, never shared, never trending, one per line; "
+        "re-read when it changes (default: the list that ships with the bot; "
+        f"${BLOCKED_HASHTAGS_VARIABLE})",
     )
     learning.add_argument(
         "--watch-interval",
@@ -238,6 +259,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error("--rate-per-minute must be positive and --rate-burst at least 1")
     if args.learn_every is not None and args.learn_every <= 0:
         parser.error("--learn-every takes a positive number of hours")
+    if args.min_people < 1 or args.min_days < 1:
+        parser.error("--min-people and --min-days must be at least 1")
     if args.learn_every and is_postgres_url(args.db) and not args.learned_checkpoint:
         parser.error(
             "with a PostgreSQL --db, give --learned-checkpoint DIR (on storage every process "
@@ -253,7 +276,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     secrets_to_hide = [tokens.telegram, tokens.discord, tokens.webhook_secret]
     configure_logging(secrets_to_hide, level="WARNING" if args.console else None)
     try:
-        return asyncio.run(_run(args, tokens, channels))
+        blocked = BlockList(args.blocked_hashtags)
+    except BlockListError as error:
+        parser.error(str(error))
+    try:
+        return asyncio.run(_run(args, tokens, channels, blocked))
     except (*MODEL_SETUP_ERRORS, SchemaTooNew, StoreUnavailable) as error:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_USAGE
@@ -266,7 +293,9 @@ class Tokens:
     webhook_secret: str  # Telegram sends it with every webhook call; others are refused
 
 
-async def _run(args: argparse.Namespace, tokens: Tokens, channels: list[int]) -> int:
+async def _run(
+    args: argparse.Namespace, tokens: Tokens, channels: list[int], blocked: BlockList
+) -> int:
     served_dir = _served_checkpoint(args)
     stamp = checkpoint_stamp(served_dir) if served_dir else None
     load = _checkpoint_loader(args)
@@ -291,23 +320,22 @@ async def _run(args: argparse.Namespace, tokens: Tokens, channels: list[int]) ->
                 watcher = CheckpointWatcher(engine, served_dir, load, args.watch_interval, stamp)
                 background.push_async_callback(_cancel, asyncio.create_task(watcher.run()))
                 if args.learn_every:
-                    # Learning needs torch: imported only when it is switched on.
-                    from bot.operations.learning import Learner
-                    from finetune.feedback import FeedbackOptions
-
                     learner = Learner(
-                        engine,
-                        args.db,
+                        feedback_command(
+                            served_dir,
+                            _model_options(args),
+                            _sharing_options(args),
+                            with_onnx=isinstance(model, OnnxHashtagModel),
+                        ),
                         watcher,
                         args.learn_every,
-                        started_from=lambda: _served_version(args, watcher),
-                        load_base=lambda: load_torch_model(args)[0],
-                        options=FeedbackOptions(min_people=args.min_people),
+                        child_environment(str(args.db)),
                     )
                     background.push_async_callback(_cancel, asyncio.create_task(learner.run()))
             service = HashtagService(
                 engine,
                 store,
+                blocked=blocked,
                 top_k=args.top_k,
                 rate_limit=None
                 if args.console
@@ -490,7 +518,19 @@ def _base_version(args: argparse.Namespace) -> str:
     return zero_shot_version(args.model or DEFAULT_MODEL, args.pretrained or DEFAULT_PRETRAINED)
 
 
-def _served_version(args: argparse.Namespace, watcher: CheckpointWatcher) -> str:
-    if checkpoint_stamp(watcher.directory):
-        return checkpoint_version(watcher.directory)
-    return _base_version(args)
+def _model_options(args: argparse.Namespace) -> list[str]:
+    """The options that name the base model, for `python -m finetune feedback`."""
+    if args.checkpoint:
+        named = ["--checkpoint", str(args.checkpoint)]
+    else:
+        named = ["--model", args.model or DEFAULT_MODEL]
+        named += ["--pretrained", args.pretrained or DEFAULT_PRETRAINED]
+        named += ["--vocab", str(args.vocab)] if args.vocab else []
+    return [*named, "--device", args.device]
+
+
+def _sharing_options(args: argparse.Namespace) -> list[str]:
+    shared = ["--min-people", str(args.min_people), "--min-days", str(args.min_days)]
+    if args.blocked_hashtags:
+        shared += ["--blocked-hashtags", str(args.blocked_hashtags)]
+    return shared

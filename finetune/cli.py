@@ -31,7 +31,8 @@ def build_parser() -> argparse.ArgumentParser:
         "embeddings; --unfreeze-blocks adds stage 2 (LP-FT). Writes a checkpoint that "
         "`python -m inference --checkpoint OUT` and the bot load directly. "
         "`python -m finetune export --checkpoint DIR` writes it as ONNX; "
-        "`python -m finetune feedback` re-fits the head on what the bot's users answered.",
+        "`python -m finetune feedback` re-fits the head on what the bot's users answered; "
+        "`python -m finetune community` lists the hashtags they brought (and blocks one).",
     )
     parser.add_argument("--data", type=Path, required=True, help="HARRISON folder or manifest")
     parser.add_argument("--out", type=Path, required=True, help="checkpoint directory to write")
@@ -82,6 +83,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from finetune.feedback_cli import main as feedback_main
 
         return feedback_main(argv[1:])
+    if argv[:1] == ["community"]:
+        from finetune.feedback_cli import community_main
+
+        return community_main(argv[1:])
     parser = build_parser()
     args = parser.parse_args(argv)
     check_model_arguments(parser, args)

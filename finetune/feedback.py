@@ -9,33 +9,36 @@ the person said. That is a labelled data set in exactly the domain the bot serve
 - neither shown nor named: a faint negative (`unlabelled_weight`), mostly so that the rows of
   community hashtags learn where they do *not* fit.
 
-Photos nobody answered are not used, nor embeddings made by another encoder.
+Who counts, what is shared and which answers judge are decided in finetune/answers.py.
 
-A hashtag outside the vocabulary becomes a new row (a *community hashtag*) only when at least
-`min_people` different people accepted or typed it; anything rarer stays in its authors' own
-histories, so a name or a private joke is never suggested to strangers. Everything is read from
-the database at the time of the re-fit, so a person who used /forget is in none of it.
+**Every round starts from the base model** (the one the operator's options name), never from
+the head the previous round learned, so nothing a round learned outlives the answers it was
+learned from: after a /forget, the next round is what it would have been had that person never
+existed.
 
-The answers are split by time: the newest `holdout` share is the gate, the newest share of the
-rest chooses how far to move, the rest trains. Training starts from the current head and mostly
-recalibrates it (a scale and a bias per hashtag move fast, directions slowly: see
-_Recalibration); how far to move is a WiSE-style blend between the current head and the
-re-fitted one, chosen on the validation answers, so a few dozen answers nudge the head and
-thousands may move it far.
+The fit, on the training answers:
+1. the base head's logits are recalibrated as a whole (one scale and one shift: a zero-shot
+   head's logits are on no particular scale), which is all a hashtag gets until enough people
+   accepted it;
+2. every hashtag that enough people accepted gets its own row, a logistic regression on the
+   embeddings with a Gaussian prior around its recalibrated base row (one unit of standardised
+   weight), so its direction moves as far as its answers warrant: a little with a few dozen,
+   as far as a plain logistic regression with thousands; community hashtags start from the
+   direction between the average photo and theirs;
+3. how far the result moves from the recalibrated base is a WiSE-style blend chosen on the
+   validation answers.
 
-The gate keeps the new head only when, on the newest answers, it is not worse than the current
-one: its loss (how well it explains every answer, shown or typed) is not higher, and its
-precision@1 + recall@5 against what people accepted is not clearly lower (beyond two standard
-errors). Ranking metrics alone would favour the current head, because people mostly accept
-what it showed them: a head that finds the hashtags it missed is credited only when someone
-typed them.
+The gate keeps the new head only when, on the answers it never saw, it is not worse than the
+head being served: its loss (how well it explains every answer, shown or typed) is not higher,
+and its precision@1 + recall@5 against what people accepted is not clearly lower (beyond two
+standard errors), each person weighing as in training. Ranking metrics alone would favour the
+served head, because people mostly accept what it showed them.
 """
 
 from __future__ import annotations
 
 import datetime
 import math
-from collections import defaultdict
 from dataclasses import dataclass, field, replace
 
 import numpy as np
@@ -43,17 +46,28 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from bot.store import AnsweredPhoto
+from bot.store.records import AnsweredPhoto
+from finetune.answers import (
+    ACCEPTED,
+    GATE,
+    TRAIN,
+    VALIDATION,
+    AnswerSet,
+    answer_set,
+    community_hashtags,
+    established_people,
+    people_per_hashtag,
+    split_of,
+)
 from finetune.calibration import HEAD_BLEND_WEIGHTS, blend_states, calibrate_thresholds
 from finetune.losses import make_loss
 from finetune.metrics import ranking_metrics, top_k_hits
 from finetune.training import Standardization, cosine_schedule, head_scores
 from inference.model import HashtagModel
 
-# Label codes of one (photo, hashtag) cell.
-UNLABELLED, SHOWN, REJECTED, ACCEPTED = 0, 1, 2, 3
-# The current head's logit for a community hashtag, which it cannot suggest.
+# The served head's logit for a hashtag it does not have, which it cannot suggest.
 CANNOT_SUGGEST = -30.0
+RECALIBRATION_PHOTOS = 5000
 
 
 class NotEnoughAnswers(ValueError):
@@ -62,85 +76,48 @@ class NotEnoughAnswers(ValueError):
 
 @dataclass
 class FeedbackOptions:
-    min_people: int = 5  # different people before an unknown hashtag is shared
+    min_people: int = 5  # different established people before a hashtag's row learns or is shared
+    min_days: int = 2  # days (UTC) with answers before a person counts towards min_people
+    person_cap: float = 50.0  # a person's answers weigh at most as much as this many photos
     shown_weight: float = 0.5  # a shown hashtag nobody accepted or rejected
     unlabelled_weight: float = 0.05  # a hashtag neither shown nor named
-    holdout: float = 0.2  # newest share of answers for the gate (as much again for the blend)
+    holdout: float = 0.2  # share of answers for the gate (as much again for the blend)
     min_answers: int = 20
     epochs: int = 5
-    min_steps: int = 1000  # small data sets still get this many gradient steps
-    batch_size: int = 512
-    # Adam moves each weight by about `lr` a step: a zero-shot head's logits differ by several
-    # units between hashtags, so a few hundred steps must be able to move a bias that far.
-    lr: float = 2e-2
-    direction_lr_scale: float = 0.1  # rows change direction this much slower (_Recalibration)
+    min_steps: int = 400  # small data sets still get this many gradient steps
+    batch_size: int = 1024
+    lr: float = 1e-2  # Adam, on standardised embeddings
+    prior_strength: float = 1.0  # the Gaussian prior around the base rows (see module doc)
     loss: str = "bce"
     seed: int = 0
+    blocked: frozenset[str] = frozenset()  # never a community hashtag
 
 
 @dataclass
 class RefitResult:
     model: HashtagModel  # the re-fitted model: same encoder, new head and vocabulary
-    passed: bool  # not worse than the current head on the newest answers
+    passed: bool  # not worse than the served head on the answers it never saw
     report: dict = field(default_factory=dict)  # what metrics.json holds
 
 
-@dataclass
-class _Labels:
-    """The answers as (photos, candidate hashtags) label codes, with their embeddings."""
-
-    embeddings: np.ndarray  # (photos, dim) float32
-    codes: np.ndarray  # (photos, tags) uint8, UNLABELLED..ACCEPTED
-
-    def part(self, rows: slice) -> _Labels:
-        return _Labels(self.embeddings[rows], self.codes[rows])
-
-    @property
-    def truth(self) -> np.ndarray:
-        return (self.codes == ACCEPTED).astype(np.float32)
-
-    def __len__(self) -> int:
-        return len(self.codes)
-
-
-def community_hashtags(photos: list[AnsweredPhoto], vocabulary: list[str], min_people: int):
-    """Hashtags outside the vocabulary that at least `min_people` different people accepted,
-    most used first (ties by name, so the order never depends on hashing)."""
-    known = set(vocabulary)
-    people: dict[str, set[int]] = defaultdict(set)
-    for photo in photos:
-        for tag, verdict in photo.verdicts.items():
-            if verdict > 0 and tag not in known:
-                people[tag].add(photo.user_id)
-    shared = [tag for tag, users in people.items() if len(users) >= min_people]
-    return sorted(shared, key=lambda tag: (-len(people[tag]), tag))
-
-
-def label_codes(photos: list[AnsweredPhoto], candidates: list[str]) -> np.ndarray:
-    column = {tag: i for i, tag in enumerate(candidates)}
-    codes = np.zeros((len(photos), len(candidates)), dtype=np.uint8)
-    for row, photo in enumerate(photos):
-        for tag in photo.shown:
-            if tag in column:
-                codes[row, column[tag]] = SHOWN
-        for tag, verdict in photo.verdicts.items():
-            if tag in column:  # private hashtags (too few people) never reach the shared head
-                codes[row, column[tag]] = ACCEPTED if verdict > 0 else REJECTED
-    return codes
-
-
 def refit_head(
-    model: HashtagModel,
+    base: HashtagModel,
     photos: list[AnsweredPhoto],
     options: FeedbackOptions,
-    started_from: str,
+    base_version: str,
+    current: HashtagModel | None = None,
+    started_from: str | None = None,
+    *,
     device: torch.device | None = None,
     skipped: int = 0,
+    damaged: int = 0,
 ) -> RefitResult:
-    """Re-fit `model`'s head on answered photos (oldest first) and judge it on the newest.
+    """Re-fit a head on top of `base` (whose version is `base_version`) from `photos`, and
+    judge it against `current`, the head served now (version `started_from`; both default to
+    the base). Neither model is changed; the result shares their encoder.
 
-    `model` is not changed; the result shares its vision tower. `started_from` is the version
-    of the head served now; `skipped` (answers made with another encoder) is only reported.
+    `skipped` (answers made with another encoder) and `damaged` (rows that could not be read)
+    are only reported.
     """
     if len(photos) < options.min_answers:
         raise NotEnoughAnswers(
@@ -148,39 +125,43 @@ def refit_head(
             f"{options.min_answers} are needed to learn from them and check the result"
         )
     device = device or torch.device("cpu")
+    current = current or base
+    started_from = started_from or base_version
     torch.manual_seed(options.seed)
-    vocabulary = list(model.spec.vocabulary)
-    community = community_hashtags(photos, vocabulary, options.min_people)
+    split = split_of(photos, options.holdout, options.seed)
+    training_photos = [photo for photo, part in zip(photos, split, strict=True) if part == TRAIN]
+    counted = established_people(training_photos, options.min_days)
+    people = people_per_hashtag(training_photos, counted)
+    vocabulary = list(base.spec.vocabulary)
+    community = community_hashtags(people, vocabulary, options.min_people, options.blocked)
     candidates = vocabulary + community
-    labels = _Labels(
-        np.stack([photo.embedding for photo in photos]).astype(np.float32),
-        label_codes(photos, candidates),
+    learnable = np.array(
+        [len(people.get(tag, ())) >= options.min_people for tag in candidates], dtype=bool
     )
-    gate_size = max(1, round(len(labels) * options.holdout))
-    val_size = max(1, round((len(labels) - gate_size) * options.holdout))
-    train_end = len(labels) - gate_size - val_size
-    train, val = labels.part(slice(0, train_end)), labels.part(slice(train_end, -gate_size))
-    gate = labels.part(slice(-gate_size, None))
+    answers = answer_set(photos, candidates, options.person_cap)
+    train, val, gate = (answers.part(split == part) for part in (TRAIN, VALIDATION, GATE))
+    if not len(train) or not len(gate):
+        raise NotEnoughAnswers(
+            f"{len(photos)} answered photos leave none to train on or none to check with"
+        )
 
-    start = _extended_head(model.head, train, len(community))
-    fitted = _fit(start, train, options, device)
-    weight, curve = _choose_blend(start, fitted, val, options)
+    start = _start_head(base.head, train, len(community), options)
+    fitted = _fit(start, train, learnable, options, device)
+    weight, curve = _choose_blend(start, fitted, val if len(val) else train, options)
     head = nn.Linear(start.in_features, start.out_features).requires_grad_(False)
     head.load_state_dict(blend_states(start.state_dict(), fitted.state_dict(), weight))
 
-    # The current head cannot suggest a community hashtag at all.
-    current_scores = np.full((len(gate), len(candidates)), CANNOT_SUGGEST, dtype=np.float32)
-    current_scores[:, : len(vocabulary)] = head_scores(model.head, gate.embeddings)
+    current_scores = _scores_on(current, candidates, gate.embeddings)
     refitted_scores = head_scores(head, gate.embeddings)
     gate_metrics = {
-        "current": _metrics(current_scores, gate.truth),
-        "refitted": _metrics(refitted_scores, gate.truth),
+        "current": _metrics(current_scores, gate),
+        "refitted": _metrics(refitted_scores, gate),
     }
     losses = {
         "current": answer_loss(current_scores, gate, options),
         "refitted": answer_loss(refitted_scores, gate, options),
     }
-    shortfall = ranking_shortfall(current_scores, refitted_scores, gate.truth)
+    shortfall = ranking_shortfall(current_scores, refitted_scores, gate)
     passed = losses["refitted"] <= losses["current"] and shortfall <= 0
     report = {
         "held_out": gate_metrics,
@@ -189,26 +170,29 @@ def refit_head(
         "passed": passed,
         "blend": {"weight": weight, "validation_loss": curve},
         "answers": {
-            "used": len(labels),
+            "used": len(answers),
             "train": len(train),
             "validation": len(val),
             "held_out": len(gate),
             "skipped_other_encoder": skipped,
+            "damaged": damaged,
             "people": len({photo.user_id for photo in photos}),
+            "people_counted": len(counted),
         },
+        "learned_rows": int(learnable.sum()),
         "community_hashtags": community,
     }
     spec = replace(
-        model.spec,
+        base.spec,
         vocabulary=candidates,
-        thresholds=_thresholds(head, val, model.spec.thresholds),
+        thresholds=_thresholds(head, val, base.spec.thresholds),
         provenance={
             "head": "feedback",
             "started_from": started_from,
-            # The model the operator chose, before any learning: a learned head is only
-            # served on top of the same base (see bot.cli._served_checkpoint).
-            "base": model.spec.provenance.get("base", started_from),
-            "pretrained": model.spec.provenance.get("pretrained"),
+            # The model the operator chose, before any learning: every round starts from it,
+            # and a learned head is only served on top of it (see bot.cli._served_checkpoint).
+            "base": base_version,
+            "pretrained": base.spec.provenance.get("pretrained"),
             "answers": report["answers"],
             "community_hashtags": community,
             "blend_weight": weight,
@@ -216,108 +200,141 @@ def refit_head(
             "created": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         },
     )
-    return RefitResult(HashtagModel(model.visual, head, spec), passed, report)
+    return RefitResult(HashtagModel(base.visual, head, spec), passed, report)
 
 
-def _extended_head(head: nn.Linear, train: _Labels, new_rows: int) -> nn.Linear:
-    """The current head, with a row per community hashtag: the direction from the average
-    photo to the average photo that got it, as long as a typical row, at its base rate."""
-    weight = head.weight.detach().float().cpu()
-    bias = head.bias.detach().float().cpu()
-    extended = nn.Linear(head.in_features, head.out_features + new_rows)
+def _scores_on(model: HashtagModel, candidates: list[str], embeddings: np.ndarray) -> np.ndarray:
+    """`model`'s logits in the columns of `candidates`; CANNOT_SUGGEST where it lacks one."""
+    own = head_scores(model.head, embeddings)
+    column = {tag: i for i, tag in enumerate(model.spec.vocabulary)}
+    scores = np.full((len(embeddings), len(candidates)), CANNOT_SUGGEST, dtype=np.float32)
+    for i, tag in enumerate(candidates):
+        if tag in column:
+            scores[:, i] = own[:, column[tag]]
+    return scores
+
+
+def _cell_weights(codes: torch.Tensor, photo_weights: torch.Tensor, options) -> torch.Tensor:
+    by_code = torch.tensor([options.unlabelled_weight, options.shown_weight, 1.0, 1.0])
+    return by_code.to(codes.device)[codes.long()] * photo_weights[:, None]
+
+
+def _weighted_loss(logits, codes, photo_weights, options) -> torch.Tensor:
+    """The loss per photo, each person weighing as person_weights says; summed over hashtags."""
+    per_cell = make_loss(options.loss)(
+        logits, (codes == ACCEPTED).float(), _cell_weights(codes, photo_weights, options)
+    )
+    return per_cell * len(codes) / photo_weights.sum().clamp(min=1e-9)
+
+
+def _start_head(
+    base: nn.Linear, train: AnswerSet, new_rows: int, options: FeedbackOptions
+) -> nn.Linear:
+    """The base head recalibrated as a whole (one scale, one shift), with a row per community
+    hashtag: the direction from the average photo to the average photo that got it, as long as
+    a typical row, at its base rate."""
+    weight = base.weight.detach().float().cpu()
+    bias = base.bias.detach().float().cpu()
+    scale, shift = _recalibration(base, train, options)
+    extended = nn.Linear(base.in_features, base.out_features + new_rows)
     with torch.no_grad():
-        extended.weight[: head.out_features] = weight
-        extended.bias[: head.out_features] = bias
-        if not new_rows:
-            return extended.requires_grad_(False)
+        extended.weight[: base.out_features] = weight * scale
+        extended.bias[: base.out_features] = bias * scale + shift
         x = torch.from_numpy(train.embeddings)
-        truth = torch.from_numpy(train.truth[:, head.out_features :])
+        truth = torch.from_numpy(train.truth[:, base.out_features :])
         average = x.mean(dim=0)
+        row_length = (weight * scale).norm(dim=1).median().clamp(min=1e-3)
         for row in range(new_rows):
             positives = truth[:, row] > 0
             centre = x[positives].mean(dim=0) if positives.any() else average
             direction = centre - average
-            direction *= weight.norm(dim=1).median() / direction.norm().clamp(min=1e-6)
+            direction *= row_length / direction.norm().clamp(min=1e-6)
             rate = min(max(float(positives.float().mean()), 1e-3), 0.5)
-            extended.weight[head.out_features + row] = direction
-            extended.bias[head.out_features + row] = (
+            extended.weight[base.out_features + row] = direction
+            extended.bias[base.out_features + row] = (
                 math.log(rate / (1 - rate)) - direction @ average
             )
     return extended.requires_grad_(False)
 
 
-class _Recalibration(nn.Module):
-    """The head being re-fitted: per hashtag, a scale and a bias that move fast, and a change
-    of direction that moves slowly.
+def _recalibration(base: nn.Linear, train: AnswerSet, options: FeedbackOptions):
+    """The scale and shift of the base head's logits that explain the training answers best;
+    two numbers, so a seeded sample of RECALIBRATION_PHOTOS answers pins them down."""
+    if len(train) > RECALIBRATION_PHOTOS:
+        generator = np.random.default_rng(options.seed)
+        train = train.part(np.sort(generator.choice(len(train), RECALIBRATION_PHOTOS, False)))
+    logits = torch.from_numpy(head_scores(base, train.embeddings)[:, : base.out_features])
+    codes = torch.from_numpy(train.codes[:, : base.out_features])
+    photo_weights = torch.from_numpy(train.weights)
+    scale = torch.ones((), requires_grad=True)
+    shift = torch.zeros((), requires_grad=True)
+    optimizer = torch.optim.LBFGS([scale, shift], max_iter=50, line_search_fn="strong_wolfe")
 
-    A zero-shot head's rows point the right way but are badly scaled and offset (some hashtags'
-    texts sit near every photo); a few hundred answers are enough to fix the scale and offset
-    of each row, far too few to learn 512 new numbers per row.
-    """
+    def closure():
+        optimizer.zero_grad()
+        loss = _weighted_loss(logits * scale + shift, codes, photo_weights, options)
+        loss.backward()
+        return loss
 
-    def __init__(self, start: nn.Linear):
-        super().__init__()
-        self.register_buffer("start", start.weight.detach().clone())
-        self.log_scale = nn.Parameter(torch.zeros(start.out_features))
-        self.change = nn.Parameter(torch.zeros_like(start.weight))
-        self.bias = nn.Parameter(start.bias.detach().clone())
-
-    def weight(self) -> torch.Tensor:
-        return self.start * self.log_scale.exp()[:, None] + self.change
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return nn.functional.linear(x, self.weight(), self.bias)
-
-    def as_linear(self) -> nn.Linear:
-        linear = nn.Linear(self.start.shape[1], self.start.shape[0])
-        with torch.no_grad():
-            linear.weight.copy_(self.weight())
-            linear.bias.copy_(self.bias)
-        return linear
+    optimizer.step(closure)
+    if not (torch.isfinite(scale) and torch.isfinite(shift)):
+        return 1.0, 0.0
+    return float(scale), float(shift)
 
 
-def _fit(start: nn.Linear, train: _Labels, options: FeedbackOptions, device) -> nn.Linear:
-    """The loss of stage 1, weighted by how sure each label is, from the current head."""
-    if len(train) == 0:
+def _fit(
+    start: nn.Linear,
+    train: AnswerSet,
+    learnable: np.ndarray,
+    options: FeedbackOptions,
+    device: torch.device,
+) -> nn.Linear:
+    """Logistic regression for the learnable rows, with a Gaussian prior around `start`; the
+    other rows stay as they start."""
+    if not learnable.any():
         return start
     standard = Standardization.of(train.embeddings)
-    head = _Recalibration(standard.head_in_standard_terms(start)).to(device)
+    begin = standard.head_in_standard_terms(start)
+    rows = torch.from_numpy(np.flatnonzero(learnable))
+    start_weight = begin.weight[rows].detach().clone().to(device)
+    weight = nn.Parameter(start_weight.clone())
+    bias = nn.Parameter(begin.bias[rows].detach().clone().to(device))
     x = standard.apply(train.embeddings).to(device)
-    codes = torch.from_numpy(train.codes).to(device)
-    cell_weight = torch.tensor(
-        [options.unlabelled_weight, options.shown_weight, 1.0, 1.0], device=device
-    )
+    codes = torch.from_numpy(train.codes[:, rows.numpy()]).to(device)
+    photo_weights = torch.from_numpy(train.weights).to(device)
+    # A prior worth `prior_strength` photos: it fades as the answers grow.
+    prior = options.prior_strength / float(photo_weights.sum())
     steps_per_epoch = math.ceil(len(x) / options.batch_size)
-    epochs = max(options.epochs, math.ceil(options.min_steps / steps_per_epoch))
-    # The change of direction is measured against the size of the rows' entries.
-    direction_lr = options.lr * options.direction_lr_scale * float(head.start.abs().mean())
-    optimizer = torch.optim.AdamW(
-        [
-            {"params": [head.log_scale, head.bias], "lr": options.lr},
-            {"params": [head.change], "lr": direction_lr},
-        ],
-        weight_decay=0.0,
-    )
-    schedule = cosine_schedule(optimizer, epochs * steps_per_epoch)
-    loss_fn = make_loss(options.loss)
+    steps = max(options.epochs * steps_per_epoch, options.min_steps)
+    optimizer = torch.optim.Adam([weight, bias], lr=options.lr)
+    schedule = cosine_schedule(optimizer, steps)
     generator = torch.Generator().manual_seed(options.seed)
-    for _ in tqdm(range(epochs), desc="re-fitting the head", unit="epoch", leave=False):
-        for batch in torch.randperm(len(x), generator=generator).split(options.batch_size):
-            batch = batch.to(device)
-            batch_codes = codes[batch].long()
-            loss = loss_fn(
-                head(x[batch]), (batch_codes == ACCEPTED).float(), cell_weight[batch_codes]
-            )
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            schedule.step()
-    return standard.fold(head.cpu().as_linear())
+    batches = iter(())
+    for _ in tqdm(range(steps), desc="re-fitting the head", unit="step", leave=False):
+        batch = next(batches, None)
+        if batch is None:
+            batches = iter(torch.randperm(len(x), generator=generator).split(options.batch_size))
+            batch = next(batches)
+        batch = batch.to(device)
+        logits = nn.functional.linear(x[batch], weight, bias)
+        loss = _weighted_loss(logits, codes[batch], photo_weights[batch], options)
+        loss = loss + 0.5 * prior * (weight - start_weight).pow(2).sum()
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        schedule.step()
+    fitted = nn.Linear(begin.in_features, begin.out_features)
+    with torch.no_grad():
+        fitted.weight.copy_(begin.weight)
+        fitted.bias.copy_(begin.bias)
+        fitted.weight[rows] = weight.detach().cpu()
+        fitted.bias[rows] = bias.detach().cpu()
+    return standard.fold(fitted)
 
 
-def _choose_blend(start: nn.Linear, fitted: nn.Linear, val: _Labels, options: FeedbackOptions):
+def _choose_blend(start: nn.Linear, fitted: nn.Linear, val: AnswerSet, options: FeedbackOptions):
     """The blend weight whose head explains the validation answers best (lowest loss); ties go
-    to the one nearer the current head."""
+    to the one nearer the recalibrated base."""
     curve = {}
     for weight in map(float, HEAD_BLEND_WEIGHTS):
         head = nn.Linear(start.in_features, start.out_features)
@@ -327,47 +344,56 @@ def _choose_blend(start: nn.Linear, fitted: nn.Linear, val: _Labels, options: Fe
     return best, curve
 
 
-def answer_loss(logits: np.ndarray, part: _Labels, options: FeedbackOptions) -> float:
+def answer_loss(logits: np.ndarray, part: AnswerSet, options: FeedbackOptions) -> float:
     """The training loss on answers the head never saw: how well it explains what people said,
-    each answer on its own.
+    each answer on its own, each person weighing as in training.
 
     Ranking metrics against accepted hashtags favour the head that chose what was shown, since
     people mostly accept what they are shown; the loss scores every answer, shown or typed.
     """
-    codes = torch.from_numpy(part.codes).long()
-    cell_weight = torch.tensor([options.unlabelled_weight, options.shown_weight, 1.0, 1.0])
-    loss = make_loss(options.loss)(
-        torch.from_numpy(logits).float(), (codes == ACCEPTED).float(), cell_weight[codes]
+    loss = _weighted_loss(
+        torch.from_numpy(logits).float(),
+        torch.from_numpy(part.codes),
+        torch.from_numpy(part.weights),
+        options,
     )
     return float(loss)
 
 
-def ranking_shortfall(current: np.ndarray, refitted: np.ndarray, truth: np.ndarray) -> float:
-    """How far the re-fitted head's precision@1 + recall@5 falls below the current head's on
-    the same photos, beyond two standard errors of the paired difference; <= 0 when it is not
-    clearly worse. (A handful of answers cannot tell small differences apart.)"""
+def _per_photo_quality(scores: np.ndarray, truth: np.ndarray) -> np.ndarray:
+    """precision@1 + recall@5 of each photo (rows with an accepted hashtag only)."""
+    return top_k_hits(scores, truth, 1) + top_k_hits(scores, truth, 5) / truth.sum(axis=1)
+
+
+def ranking_shortfall(current: np.ndarray, refitted: np.ndarray, part: AnswerSet) -> float:
+    """How far the re-fitted head's precision@1 + recall@5 falls below the served head's on
+    the same photos, beyond two standard errors of the (person-weighted) paired difference;
+    <= 0 when it is not clearly worse. (A handful of answers cannot tell small differences
+    apart.)"""
+    truth = part.truth.astype(bool)
     labelled = truth.any(axis=1)
     if not labelled.any():
         return 0.0
-    truth = truth[labelled].astype(bool)
+    truth, weights = truth[labelled], part.weights[labelled].astype(np.float64)
+    difference = _per_photo_quality(refitted[labelled], truth) - _per_photo_quality(
+        current[labelled], truth
+    )
+    weights = weights / weights.sum()
+    mean = float((weights * difference).sum())
+    effective = 1.0 / float((weights**2).sum())  # Kish's effective sample size
+    spread = float(np.sqrt((weights * (difference - mean) ** 2).sum()))
+    error = spread / math.sqrt(effective) if effective > 1 else 0.0
+    return -mean - 2 * error
 
-    def per_photo(scores: np.ndarray) -> np.ndarray:
-        scores = scores[labelled]
-        return top_k_hits(scores, truth, 1) + top_k_hits(scores, truth, 5) / truth.sum(axis=1)
 
-    difference = per_photo(refitted) - per_photo(current)
-    error = difference.std(ddof=1) / np.sqrt(len(difference)) if len(difference) > 1 else 0.0
-    return float(-difference.mean() - 2 * error)
-
-
-def _metrics(scores: np.ndarray, truth: np.ndarray) -> dict[str, float]:
+def _metrics(scores: np.ndarray, part: AnswerSet) -> dict[str, float]:
     """The paper's table; a part where nobody accepted anything scores 0, not an error."""
-    if not truth.any():
+    if not part.truth.any():
         return {"precision@1": 0.0, "recall@5": 0.0, "accuracy@5": 0.0, "map": 0.0}
-    return ranking_metrics(scores, truth)
+    return ranking_metrics(scores, part.truth)
 
 
-def _thresholds(head: nn.Linear, val: _Labels, previous: list[float] | None) -> list[float]:
+def _thresholds(head: nn.Linear, val: AnswerSet, previous: list[float] | None) -> list[float]:
     """Calibrated again on the validation answers; hashtags nobody accepted there keep their
     previous threshold when they had one."""
     scores = torch.sigmoid(torch.from_numpy(head_scores(head, val.embeddings))).numpy()

@@ -1,10 +1,11 @@
-"""One round of learning from feedback, as `python -m finetune feedback` and the bot's
-`--learn-every` run it: read the answers, re-fit the head, judge it, write it if it passed."""
+"""One round of learning from feedback, as `python -m finetune feedback` runs it (and the bot's
+`--learn-every`, which runs that command): read the answers, re-fit the head on top of the
+base model, judge it against the served head, write it if it passed."""
 
 from __future__ import annotations
 
 import asyncio
-import copy
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -15,36 +16,51 @@ from finetune.publish import publish_checkpoint, write_metrics
 from inference.model import HashtagModel
 
 
-def training_copy(model: HashtagModel) -> HashtagModel:
-    """`model` itself when it is already float32 on the CPU (re-fitting never changes it),
-    else a float32 CPU copy, leaving the served model as it is."""
-    parameter = next(model.parameters())
-    if parameter.device.type == "cpu" and parameter.dtype == torch.float32:
-        return model
-    return copy.deepcopy(model).float().cpu()
+@dataclass
+class Models:
+    """What a round needs: the base it learns on top of, and the head served now."""
+
+    base: HashtagModel
+    base_version: str
+    current: HashtagModel
+    current_version: str
 
 
 async def learn_round(
     store: Store,
-    model: HashtagModel,
-    started_from: str,
+    models: Models,
     out: Path,
     options: FeedbackOptions,
     *,
     force: bool = False,
     with_onnx: bool = False,
     device: torch.device | None = None,
-) -> RefitResult:
+) -> tuple[RefitResult, list[str]]:
     """Re-fit from every answer in `store`; write the checkpoint to `out` when it passed the
-    gate (or `force`), else only `out/metrics.json`. The heavy parts run in a worker thread,
-    so a bot's chats go on meanwhile."""
-    photos, skipped = await store.answered_photos(model.encoder_id)
+    gate (or `force`), else only `out/metrics.json`. Also returns the damaged rows left out."""
+    answered = await store.answered_photos(models.base.encoder_id)
     result = await asyncio.to_thread(
-        refit_head, model, photos, options, started_from, device, skipped
+        refit_head,
+        models.base,
+        answered.photos,
+        options,
+        models.base_version,
+        models.current,
+        models.current_version,
+        device=device,
+        skipped=answered.other_encoder,
+        damaged=len(answered.damaged),
     )
     result.report["written"] = result.passed or force
     if result.report["written"]:
-        await asyncio.to_thread(publish_checkpoint, result.model, out, result.report, with_onnx)
+        await asyncio.to_thread(
+            publish_checkpoint,
+            result.model,
+            out,
+            result.report,
+            with_onnx,
+            base=(models.base, models.base_version),
+        )
     else:
         await asyncio.to_thread(write_metrics, Path(out), result.report)
-    return result
+    return result, answered.damaged

@@ -12,6 +12,7 @@ import json
 import shutil
 from pathlib import Path
 
+from finetune.base_model import save_base_head
 from inference.loading import save_checkpoint
 from inference.model import HashtagModel
 from inference.staging import fresh_staging_dir
@@ -28,13 +29,21 @@ def write_metrics(directory: Path, report: dict) -> None:
 
 
 def publish_checkpoint(
-    model: HashtagModel, directory: Path, report: dict, with_onnx: bool, keep: int = 3
+    model: HashtagModel,
+    directory: Path,
+    report: dict,
+    with_onnx: bool,
+    keep: int = 3,
+    base: tuple[HashtagModel, str] | None = None,
 ) -> Path:
-    """Write `model` (+ metrics.json, + model.onnx when `with_onnx`) as `directory`, atomically
-    for readers; returns where the replaced checkpoint went, or `directory` when there was none."""
+    """Write `model` (+ metrics.json, + model.onnx when `with_onnx`, + the head of the `base`
+    (model, version) it was learned on) as `directory`, atomically for readers; returns where
+    the replaced checkpoint went, or `directory` when there was none."""
     directory = Path(directory)
     staging = fresh_staging_dir(directory)
     save_checkpoint(model, staging)
+    if base is not None:
+        save_base_head(*base, staging)
     write_metrics(staging, report)
     if with_onnx:
         from finetune.export import export_checkpoint

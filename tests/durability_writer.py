@@ -9,13 +9,14 @@ import sys
 import numpy as np
 
 from bot.store import Store
+from bot.store.records import ShownEntry
 
 
 async def main(path: str, run: str) -> None:
     store = await Store.open(path)
     user_id = await store.user_id("telegram", "durability")
     suggestion_id = await store.add_suggestion(
-        user_id, "telegram", np.zeros(8, dtype=np.float32), [("beach", 0.5)], "test"
+        user_id, "telegram", np.zeros(8, dtype=np.float32), [ShownEntry("beach", 0.5)], "test"
     )
     for i in range(100_000):
         tag = f"{run}-{i}"

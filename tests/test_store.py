@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from bot.store import SchemaTooNew, Store, StoreUnavailable
+from bot.store.records import ShownEntry
 from bot.store.schema import migrate, migrations
 
 EMBEDDING = np.ones(8, dtype=np.float32) / np.sqrt(8)
@@ -36,7 +37,7 @@ async def rows_per_user(store: Store, table: str) -> dict[int, int]:
 
 async def new_suggestion(store: Store, platform_user_id: str = "1", shown=None) -> tuple[int, int]:
     user_id = await store.user_id("telegram", platform_user_id)
-    shown = shown or [("beach", 0.9), ("sea", 0.8), ("sun", 0.4)]
+    shown = shown or [ShownEntry("beach", 0.9), ShownEntry("sea", 0.8), ShownEntry("sun", 0.4)]
     return user_id, await store.add_suggestion(user_id, "telegram", EMBEDDING, shown, "test-model")
 
 
@@ -148,9 +149,63 @@ async def test_answers_personalisation_record_and_counts_agree(store):
     counts, photos = await store.accepted_tag_counts()
     assert counts == {"beach": 1, "sun": 1} and photos == 1
     assert await store.accepted_tag_counts(since=2**40) == ({}, 0)
-    answered, skipped = await store.answered_photos("no-such-encoder")
-    assert answered == [] and skipped == 1
+    answered = await store.answered_photos("no-such-encoder")
+    assert answered.photos == [] and answered.other_encoder == 1 and answered.damaged == []
     assert await store.personalisation_record() == (0, 0)  # shown without logits: no verdict
+
+
+# (tag, score, model logit, personalised logit): the history brought #sea up from third.
+JUDGED = [ShownEntry("sea", 0.9, 0.1, 3.0), ShownEntry("beach", 0.8, 2.0, 2.0)]
+
+
+async def test_everyones_trust_record_is_a_running_total_that_forget_takes_back(store):
+    alice, photo = await new_suggestion(store, "alice", shown=JUDGED)
+    bob, other = await new_suggestion(store, "bob", shown=JUDGED)
+    await store.record_feedback(photo, alice, ["sea"], 1, "button")  # a win
+    await store.record_feedback(other, bob, ["beach"], 1, "button")  # a loss
+    assert await store.personalisation_record() == (1, 1)
+    await store.record_feedback(photo, alice, ["sea"], 1, "reaction")  # the same verdict again
+    assert await store.personalisation_record() == (1, 1)
+    await store.remove_feedback(other, "button")  # undone: no verdict on Bob's photo
+    assert await store.personalisation_record() == (1, 0)
+    await store.record_feedback(other, bob, ["beach"], 1, "typed")
+    await store.forget_user(alice)
+    assert await store.personalisation_record() == (0, 1)
+    async with store._reading() as db:  # the total is what a full count gives
+        rows = await db.fetch(
+            "SELECT SUM(CASE WHEN personal_won > 0 THEN 1 ELSE 0 END), "
+            "SUM(CASE WHEN personal_won < 0 THEN 1 ELSE 0 END) FROM suggestions"
+        )
+    assert tuple(map(int, rows[0])) == (0, 1)
+
+
+async def test_damaged_rows_are_left_out_of_learning_and_named(store):
+    user_id, good = await new_suggestion(store, shown=JUDGED)
+    damaged = []
+    for fault in ("shown = 'not json'", "shown = '[[1, 2]]'", "embedding = ?"):
+        _, photo = await new_suggestion(store, shown=JUDGED)
+        damaged.append(photo)
+        parameters = (b"\x00\x7e" * 8,) if "?" in fault else ()  # float16 NaNs
+        async with store._transaction() as db:
+            await db.execute(f"UPDATE suggestions SET {fault} WHERE id = ?", *parameters, photo)
+    _, short = await new_suggestion(store, shown=JUDGED)
+    async with store._transaction() as db:  # an embedding of another size than the others
+        await db.execute("UPDATE suggestions SET embedding = ? WHERE id = ?", b"\0\0", short)
+    _, other = await new_suggestion(store, shown=JUDGED)
+    for photo in (good, *damaged, short, other):
+        async with store._transaction() as db:  # verdicts stored beside the damage, as-is
+            await db.execute(
+                "INSERT INTO feedback (suggestion_id, user_id, tag, source, verdict, created_at) "
+                "VALUES (?, ?, 'sea', 'typed', 1, 0)",
+                photo,
+                user_id,
+            )
+    answered = await store.answered_photos(None)
+    assert [photo.suggestion_id for photo in answered.photos] == [good, other]
+    assert [line.split(":")[0] for line in answered.damaged] == [
+        f"suggestion {photo}" for photo in (*damaged, short)
+    ]
+    assert "NaN" in answered.damaged[2] and "numbers where the others have" in answered.damaged[3]
 
 
 async def test_many_coroutines_write_at_once_and_nothing_is_lost(store):

@@ -8,14 +8,19 @@ import pytest
 from bot.core.personalize import GlobalPrior, UserProfile, Weights, rank
 from bot.core.trust import TRUST_MAX, personal_order_won, trust_multiplier
 from bot.store import Store
+from bot.store.records import ShownEntry
 
 NOW = time.time()
 VOCAB = ["beach", "sea", "dog", "cat", "food", "sun"] + [f"filler{i}" for i in range(94)]
 SCORES = np.array([0.6, 0.55, 0.5, 0.45, 0.4, 0.35] + [0.01] * 94, np.float32)
 PHOTO = np.array([1, 0, 0, 0], np.float32)
 
-# [tag, shown score, model logit, full-strength personalised logit], in the order shown.
-SHOWN = [["dog", 0.9, 0.1, 3.0], ["beach", 0.8, 2.0, 2.0], ["sea", 0.7, 1.0, 1.0]]
+# (tag, shown score, model logit, full-strength personalised logit), in the order shown.
+SHOWN = [
+    ShownEntry("dog", 0.9, 0.1, 3.0),
+    ShownEntry("beach", 0.8, 2.0, 2.0),
+    ShownEntry("sea", 0.7, 1.0, 1.0),
+]
 
 
 @pytest.mark.parametrize(
@@ -33,7 +38,7 @@ def test_a_photo_is_judged_on_the_hashtags_that_were_shown(verdicts, expected):
 
 
 def test_old_suggestions_without_logits_say_nothing():
-    assert personal_order_won([["dog", 0.9], ["beach", 0.8]], {"dog": 1}) == 0
+    assert personal_order_won([ShownEntry("dog", 0.9), ShownEntry("beach", 0.8)], {"dog": 1}) == 0
 
 
 def test_trust_is_shrunk_towards_everyone_and_bounded():
@@ -87,6 +92,6 @@ async def test_the_store_keeps_each_photos_verdict_on_personalisation(tmp_path):
         await store.record_feedback(photo, user, ["beach"], 1, "typed")
         await store.remove_feedback(photo, "button")  # only #beach is left: a loss
         assert (await store.personalisation_record()) == (0, 1)
-        assert (await store.suggestion(photo)).shown == [("dog", 0.9), ("beach", 0.8), ("sea", 0.7)]
+        assert (await store.suggestion(photo)).shown == SHOWN  # one decoder, every value back
     finally:
         await store.close()

@@ -26,6 +26,7 @@ import numpy as np
 
 from bot.core.trust import everyones_rate, trust_multiplier
 from bot.store import UserHistory
+from bot.store.records import ShownEntry
 
 SECONDS_PER_DAY = 86_400.0
 # Without any global feedback, assume about this many tags per photo, spread evenly.
@@ -250,10 +251,10 @@ class Ranking:
             (tag, float(score)) for tag, score in zip(self.tags[:k], self.scores[:k], strict=True)
         ]
 
-    def shown(self, k: int) -> list[list]:
+    def shown(self, k: int) -> list[ShownEntry]:
         """What the store keeps of the top k: what bot.core.trust judges personalisation by."""
         return [
-            [tag, round(float(score), 4), round(float(model), 3), round(float(personal), 3)]
+            ShownEntry(tag, float(score), float(model), float(personal))
             for tag, score, model, personal in zip(
                 self.tags[:k], self.scores[:k], self.model[:k], self.personal[:k], strict=True
             )
@@ -268,9 +269,10 @@ def rank(
     global_prior: GlobalPrior,
     weights: Weights,
     caption: str | None = None,
+    blocked: frozenset[str] = frozenset(),
 ) -> Ranking:
-    """Every candidate tag (vocabulary + the person's own), best first: `.top(k)` gives
-    (tag, final score) pairs."""
+    """Every candidate tag (vocabulary + the person's own) but the `blocked` ones, best first:
+    `.top(k)` gives (tag, final score) pairs."""
     known = set(vocabulary)
     own_tags = [tag for tag in (profile.tags if profile else []) if tag not in known]
     candidates = [*vocabulary, *own_tags]
@@ -278,6 +280,9 @@ def rank(
     base = np.concatenate(
         [np.asarray(scores, dtype=np.float64), global_prior.probability(own_tags)]
     )
+    if blocked:
+        allowed = [i for i, tag in enumerate(candidates) if tag not in blocked]
+        candidates, base = [candidates[i] for i in allowed], base[allowed]
     model = _logit(base)
     history = np.zeros_like(model)
     trust = 1.0

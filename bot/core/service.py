@@ -18,6 +18,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
+from bot.core.blocklist import BlockList
 from bot.core.personalize import GlobalPrior, UserProfile, Weights, rank
 from bot.core.ratelimit import RateLimit, RateLimiter
 from bot.operations import metrics
@@ -108,9 +109,12 @@ class HashtagService:
         rate_limit: RateLimit | None = DEFAULT_RATE_LIMIT,
         profile_cache_size: int = 2048,
         global_prior_ttl: float = 300.0,
+        blocked: BlockList | None = None,
     ):
-        """`rate_limit`: photos per person; None for none (the operator's own console)."""
+        """`rate_limit`: photos per person; None for none (the operator's own console).
+        `blocked`: hashtags never suggested to anyone (the operator's veto)."""
         self.engine, self.store = engine, store
+        self.blocked = blocked
         self.weights = weights or Weights()
         self.top_k = top_k
         self._rate_limiter = RateLimiter(rate_limit) if rate_limit else None
@@ -179,13 +183,15 @@ class HashtagService:
             await self._prior(len(post.vocabulary)),
             self.weights,
             caption,
+            self.blocked.tags if self.blocked else frozenset(),
         )
         shown = ranking.top(self.top_k)
+        entries = ranking.shown(self.top_k)
         suggestion_id = await self.store.add_suggestion(
             user_id,
             user.platform,
             post.embedding,
-            ranking.shown(self.top_k),
+            entries,
             post.model_version,
             post.encoder,
         )
@@ -193,7 +199,7 @@ class HashtagService:
         caption_tags = extract_hashtags(caption)
         if caption_tags:
             stored = StoredSuggestion(
-                suggestion_id, user_id, user.platform, shown, None, None, 0.0, post.model_version
+                suggestion_id, user_id, user.platform, entries, None, None, 0.0, post.model_version
             )
             await self._record(stored, user_id, caption_tags, VERDICT_ACCEPT, "caption")
         metrics.PHOTOS.labels(user.platform).inc()

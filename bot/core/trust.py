@@ -20,7 +20,12 @@ without any evidence yet personalises as it did before trust was earned.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
+
+if TYPE_CHECKING:
+    from bot.store.records import ShownEntry
 
 TRUST_MAX = 2.0
 # A person's own record counts as much as everyone's once it holds this many decided photos.
@@ -29,19 +34,19 @@ TRUST_PRIOR_PHOTOS = 10.0
 DEFAULT_RATE, DEFAULT_RATE_PHOTOS = 0.75, 20.0
 
 
-def personal_order_won(shown: list[list], verdicts: dict[str, int]) -> int:
+def personal_order_won(shown: list[ShownEntry], verdicts: dict[str, int]) -> int:
     """+1 when the personalised order ranked this photo's accepted hashtags higher than the
     model's order, -1 when lower, 0 when it made no difference or there is nothing to judge.
 
-    `shown`: the bot's entries `[tag, score, model logit, full-strength personalised logit]`;
+    `shown`: the bot's entries, with the model's logit and the full-strength personalised one;
     older entries without the two logits say nothing.
     """
-    entries = [entry for entry in shown if len(entry) >= 4]
-    accepted = np.array([verdicts.get(entry[0], 0) > 0 for entry in entries])
+    entries = [entry for entry in shown if entry.personal_logit is not None]
+    accepted = np.array([verdicts.get(entry.tag, 0) > 0 for entry in entries])
     if not accepted.any() or accepted.all():
         return 0
-    plain = _discounted_hits(np.array([entry[2] for entry in entries]), accepted)
-    personal = _discounted_hits(np.array([entry[3] for entry in entries]), accepted)
+    plain = _discounted_hits(np.array([entry.model_logit for entry in entries]), accepted)
+    personal = _discounted_hits(np.array([entry.personal_logit for entry in entries]), accepted)
     if abs(personal - plain) < 1e-9:
         return 0
     return 1 if personal > plain else -1

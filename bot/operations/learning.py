@@ -1,48 +1,50 @@
 """`python -m bot --learn-every HOURS`: the running bot learns new heads itself.
 
-`Learner` runs the same re-fit as `python -m finetune feedback` on the bot's own database, on
-a worker thread and its own database connection, so chats go on meanwhile; a head that passes
-the gate is written into the directory a CheckpointWatcher serves, and swapped in by it. This
-module needs torch, so the bot imports it only when learning is switched on.
+Each round runs `python -m finetune feedback` on the bot's own database as a child process,
+with the options the bot was started with: the same re-fit, gate and community rules as by
+hand, on top of the base model. A head that passes is written into the directory a
+CheckpointWatcher serves, and swapped in by it.
+
+A child process, rather than a thread, because:
+- the serving process never imports torch or the exporter (finetune/ imports bot.store, never
+  the other way round), so a CPU bot stays as lean while it learns;
+- a shutdown ends a round at once: the child is terminated, and the half-written staging
+  folder it leaves is cleared by the next writer (inference/staging.py).
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
-from collections.abc import Callable
+import os
+import sys
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from bot.operations.checkpoints import CheckpointWatcher, checkpoint_stamp
-from bot.store import Store
-from finetune.feedback import FeedbackOptions, NotEnoughAnswers
-from finetune.learn import learn_round, training_copy
-from inference.engine import InferenceEngine
-from inference.loading import load_checkpoint
-from inference.model import HashtagModel
 
 log = logging.getLogger(__name__)
+
+# `python -m finetune feedback`'s exit statuses.
+WRITTEN, REFUSED, CANNOT_LEARN = 0, 1, 2
+# How long a terminated round may take to exit before it is killed.
+TERMINATE_GRACE_SECONDS = 3.0
 
 
 class Learner:
     def __init__(
         self,
-        engine: InferenceEngine,
-        db: Path,
+        command: Callable[[], Sequence[str]],
         watcher: CheckpointWatcher,
         every_hours: float,
-        started_from: Callable[[], str],
-        load_base: Callable[[], HashtagModel],
-        options: FeedbackOptions | None = None,
+        environment: dict[str, str] | None = None,
     ):
-        """Writes into the directory `watcher` serves. `started_from()`: the served head's
-        version without backend details (what the learned head records as its origin);
-        `load_base()`: the torch model the options name (a checkpoint or the zero-shot model),
-        served until a head has been learned; needed when the engine serves ONNX."""
-        self.engine, self.db, self.watcher = engine, db, watcher
-        self.every_hours, self.started_from = every_hours, started_from
-        self.options = options or FeedbackOptions()
-        self.load_base = load_base
+        """`command()`: the `python -m finetune feedback ...` command line of the next round
+        (it changes once a learned head exists); `environment`: the child's variables (the
+        database location travels here, so a password never shows in a process list)."""
+        self.command, self.watcher, self.every_hours = command, watcher, every_hours
+        self.environment = environment
 
     async def run(self) -> None:
         while True:
@@ -50,48 +52,94 @@ class Learner:
             await self.learn_once()
 
     async def learn_once(self) -> bool:
-        """One re-fit; True when a new head was written and swapped in. Never raises: a
-        failed round is logged and the current head keeps serving."""
-        directory = self.watcher.directory
-        onnx = not isinstance(self.engine.model, HashtagModel)
+        """One round; True when a new head was written and swapped in. A round that cannot
+        learn or is refused is logged, and the current head keeps serving."""
+        child = await asyncio.create_subprocess_exec(
+            *self.command(),
+            stdout=asyncio.subprocess.DEVNULL,  # its table: metrics.json holds the same
+            stderr=asyncio.subprocess.PIPE,
+            env=self.environment,
+        )
         try:
-            model = await asyncio.to_thread(self._training_model)
-            store = await Store.open(self.db)  # its own connection: chats keep theirs
-            try:
-                result = await learn_round(
-                    store,
-                    model,
-                    self.started_from(),
-                    directory,
-                    self.options,
-                    with_onnx=onnx,  # the ONNX backend serves model.onnx: write one too
-                )
-            finally:
-                await store.close()
-        except NotEnoughAnswers as reason:
-            log.info("not learning yet: %s", reason)
+            _, errors = await child.communicate()
+        except asyncio.CancelledError:
+            await _stop(child)
+            raise
+        said = errors.decode(errors="replace").strip().splitlines()
+        if child.returncode == CANNOT_LEARN:
+            log.info("not learning yet: %s", said[-1] if said else "no reason given")
             return False
-        except Exception:
-            log.exception("learning from feedback failed; the current head keeps serving")
+        if child.returncode not in (WRITTEN, REFUSED):
+            log.error(
+                "learning from feedback failed (exit status %s); the current head keeps "
+                "serving. Its last words: %s",
+                child.returncode,
+                " | ".join(said[-3:]) or "none",
+            )
             return False
-        gate = result.report["held_out"]
+        for line in said:  # damaged rows that were left out, and other warnings
+            log.warning("learning: %s", line)
+        self._log_round(child.returncode == WRITTEN)
+        return child.returncode == WRITTEN and await self.watcher.check()
+
+    def _log_round(self, written: bool) -> None:
+        try:
+            report = json.loads((Path(self.watcher.directory) / "metrics.json").read_text())
+            gate = report["held_out"]
+        except (OSError, ValueError, KeyError):
+            log.warning("learning: the round left no readable metrics.json")
+            return
         log.info(
             "learned from %d answers: precision@1 %.3f -> %.3f, recall@5 %.3f -> %.3f (%s)",
-            result.report["answers"]["used"],
+            report["answers"]["used"],
             gate["current"]["precision@1"],
             gate["refitted"]["precision@1"],
             gate["current"]["recall@5"],
             gate["refitted"]["recall@5"],
-            "written" if result.passed else "worse on the newest answers: not used",
+            "written" if written else "worse on the held-out answers: not used",
         )
-        return result.passed and await self.watcher.check()
 
-    def _training_model(self) -> HashtagModel:
-        """The served head with its encoder, as float32 on the CPU."""
-        served = self.engine.model
-        if isinstance(served, HashtagModel):
-            return training_copy(served)
-        # The ONNX backend holds no torch weights: load what it serves.
-        if checkpoint_stamp(self.watcher.directory) is not None:
-            return load_checkpoint(self.watcher.directory)
-        return self.load_base()
+
+async def _stop(child: asyncio.subprocess.Process) -> None:
+    """End a round now: SIGTERM, then SIGKILL if it does not exit within the grace period."""
+    if child.returncode is not None:
+        return
+    child.terminate()
+    try:
+        await asyncio.wait_for(child.wait(), TERMINATE_GRACE_SECONDS)
+    except TimeoutError:
+        child.kill()
+        await child.wait()
+
+
+def child_environment(db: str) -> dict[str, str]:
+    """The bot's environment without its tokens, with the database to learn from."""
+    environment = {name: value for name, value in os.environ.items() if not name.endswith("_TOKEN")}
+    environment["HASHTAG_DB"] = db
+    return environment
+
+
+def feedback_command(
+    directory: Path,
+    model_options: Sequence[str],
+    sharing_options: Sequence[str],
+    with_onnx: bool,
+) -> Callable[[], list[str]]:
+    """The command line of each round: learned on top of the base the options name, judged
+    against the head served now (the learned one in `directory` carries that base)."""
+
+    def command() -> list[str]:
+        served = ["--checkpoint", str(directory)] if checkpoint_stamp(directory) else []
+        return [
+            sys.executable,
+            "-m",
+            "finetune",
+            "feedback",
+            "--out",
+            str(directory),
+            *(served or model_options),
+            *sharing_options,
+            *(["--onnx"] if with_onnx else []),
+        ]
+
+    return command

@@ -8,9 +8,9 @@ acknowledge feedback to a person only after the write returned.
 
 from __future__ import annotations
 
-import json
 import time
 from abc import ABC, abstractmethod
+from collections import Counter
 from collections.abc import Iterable, Sequence
 from contextlib import AbstractAsyncContextManager
 from pathlib import Path
@@ -21,8 +21,14 @@ import numpy as np
 from bot.core.trust import personal_order_won
 from bot.store.records import (
     AnsweredPhoto,
+    AnsweredPhotos,
+    DamagedRow,
+    ShownEntry,
     StoredSuggestion,
     UserHistory,
+    decode_embedding,
+    decode_shown,
+    encode_shown,
     is_postgres_url,
 )
 
@@ -111,13 +117,11 @@ class Store(ABC):
         user_id: int,
         platform: str,
         embedding: np.ndarray,
-        shown: list[tuple[str, float]] | list[list],
+        shown: Sequence[ShownEntry],
         model_version: str,
         encoder: str | None = None,
     ) -> int:
-        """`shown`: (tag, score), or Ranking.shown's entries with the logits that
-        bot.core.trust needs."""
-        entries = [[entry[0], round(float(entry[1]), 4), *entry[2:]] for entry in shown]
+        """`shown`: Ranking.shown's entries, with the logits that bot.core.trust needs."""
         async with self._transaction() as db:
             rows = await db.fetch(
                 "INSERT INTO suggestions (user_id, created_at, model_version, embedding, shown, "
@@ -126,7 +130,7 @@ class Store(ABC):
                 time.time(),
                 model_version,
                 np.asarray(embedding, dtype=np.float16).tobytes(),
-                json.dumps(entries),
+                encode_shown(list(shown)),
                 platform,
                 encoder,
             )
@@ -162,7 +166,7 @@ class Store(ABC):
         if not rows:
             return None
         row = rows[0]
-        shown = [(tag, score) for tag, score, *_ in json.loads(row[3])]
+        shown = decode_shown(row[3], row[0])
         return StoredSuggestion(row[0], row[1], row[2], shown, row[4], row[5], row[6], row[7])
 
     async def record_feedback(
@@ -236,13 +240,11 @@ class Store(ABC):
         )
 
     async def personalisation_record(self) -> tuple[int, int]:
-        """Everyone's answered photos where personalisation won, and where it lost."""
+        """Everyone's answered photos where personalisation won, and where it lost: a running
+        total that every answer and every /forget keeps in step (migration 0005)."""
         async with self._reading() as db:
-            rows = await db.fetch(
-                "SELECT COALESCE(SUM(CASE WHEN personal_won > 0 THEN 1 ELSE 0 END), 0), "
-                "COALESCE(SUM(CASE WHEN personal_won < 0 THEN 1 ELSE 0 END), 0) FROM suggestions"
-            )
-        wins, losses = rows[0]
+            rows = await db.fetch("SELECT wins, losses FROM trust_totals WHERE id = 1")
+        wins, losses = rows[0] if rows else (0, 0)
         return int(wins), int(losses)
 
     async def accepted_tag_counts(self, since: float | None = None) -> tuple[dict[str, int], int]:
@@ -261,61 +263,94 @@ class Store(ABC):
             )
         return {tag: count for tag, count in counts}, photos[0][0]
 
-    async def answered_photos(self, encoder: str) -> tuple[list[AnsweredPhoto], int]:
-        """Every answered suggestion whose embedding `encoder` made, oldest first, and how many
-        answered suggestions were skipped because another (or an unknown) encoder made them."""
+    async def answered_photos(self, encoder: str | None) -> AnsweredPhotos:
+        """Every answered suggestion whose embedding `encoder` made (None: any encoder), oldest
+        first, with how many answered ones another (or an unknown) encoder made, and the rows
+        that are damaged.
+
+        One statement reads the suggestions with their verdicts, so an answer undone meanwhile
+        is either wholly there or wholly gone.
+        """
+        where, parameters = ("WHERE s.encoder = ? ", (encoder,)) if encoder else ("", ())
+        other_encoder = 0
         async with self._reading() as db:
-            suggestions = await db.fetch(
-                "SELECT id, user_id, created_at, embedding, shown FROM suggestions "
-                "WHERE encoder = ? AND id IN (SELECT suggestion_id FROM feedback) "
-                "ORDER BY created_at, id",
-                encoder,
+            rows = await db.fetch(
+                "SELECT s.id, s.user_id, s.created_at, s.embedding, s.shown, f.tag, f.verdict "
+                f"FROM suggestions s JOIN feedback f ON f.suggestion_id = s.id {where}"
+                "ORDER BY s.created_at, s.id, f.created_at, f.source",
+                *parameters,
             )
-            verdicts: dict[int, dict[str, int]] = {}
-            for suggestion_id, tag, verdict in await db.fetch(
-                "SELECT f.suggestion_id, f.tag, f.verdict FROM feedback f "
-                "JOIN suggestions s ON s.id = f.suggestion_id WHERE s.encoder = ? "
-                "ORDER BY f.suggestion_id, f.created_at",
-                encoder,
-            ):
-                verdicts.setdefault(suggestion_id, {})[tag] = verdict  # the latest wins
-            skipped = await db.fetch(
-                "SELECT COUNT(*) FROM suggestions WHERE (encoder IS NULL OR encoder <> ?) "
-                "AND id IN (SELECT suggestion_id FROM feedback)",
-                encoder,
-            )
-        photos = [
-            AnsweredPhoto(
-                user_id=user_id,
-                created_at=created_at,
-                embedding=np.frombuffer(embedding, dtype=np.float16).astype(np.float32),
-                shown=[tag for tag, _ in json.loads(shown)],
-                verdicts=verdicts[suggestion_id],
-            )
-            for suggestion_id, user_id, created_at, embedding, shown in suggestions
-        ]
-        return photos, skipped[0][0]
+            if encoder:
+                ((other_encoder,),) = await db.fetch(
+                    "SELECT COUNT(*) FROM suggestions WHERE (encoder IS NULL OR encoder <> ?) "
+                    "AND id IN (SELECT suggestion_id FROM feedback)",
+                    encoder,
+                )
+        photos: dict[int, AnsweredPhoto] = {}
+        damaged: dict[int, str] = {}
+        for suggestion_id, user_id, created_at, embedding, shown, tag, verdict in rows:
+            if suggestion_id in damaged:
+                continue
+            if (photo := photos.get(suggestion_id)) is None:
+                try:
+                    photo = AnsweredPhoto(
+                        suggestion_id,
+                        user_id,
+                        float(created_at),
+                        decode_embedding(embedding, suggestion_id),
+                        [entry.tag for entry in decode_shown(shown, suggestion_id)],
+                        {},
+                    )
+                except DamagedRow as error:
+                    damaged[suggestion_id] = str(error)
+                    continue
+                photos[suggestion_id] = photo
+            photo.verdicts[tag] = verdict  # rows come oldest first: the latest verdict wins
+        # One encoder makes embeddings of one size: another size is a damaged row.
+        sizes = Counter(len(photo.embedding) for photo in photos.values())
+        size = max(sizes, key=lambda n: (sizes[n], n)) if sizes else 0
+        for photo in photos.values():
+            if len(photo.embedding) != size:
+                damaged[photo.suggestion_id] = (
+                    f"suggestion {photo.suggestion_id}: its embedding has "
+                    f"{len(photo.embedding)} numbers where the others have {size}"
+                )
+        usable = [photo for i, photo in photos.items() if i not in damaged]
+        return AnsweredPhotos(usable, other_encoder, [damaged[i] for i in sorted(damaged)])
 
     async def forget_user(self, user_id: int) -> None:
-        """Delete the person and, by cascade, every suggestion and verdict of theirs."""
+        """Delete the person and, by cascade, every suggestion and verdict of theirs (and take
+        their photos out of everyone's trust record)."""
         async with self._transaction() as db:
+            await db.execute(
+                "UPDATE trust_totals SET "
+                "wins = wins - (SELECT COUNT(*) FROM suggestions WHERE user_id = ? "
+                "AND personal_won > 0), "
+                "losses = losses - (SELECT COUNT(*) FROM suggestions WHERE user_id = ? "
+                "AND personal_won < 0) WHERE id = 1",
+                user_id,
+                user_id,
+            )
             await db.execute("DELETE FROM users WHERE id = ?", user_id)
 
 
 async def _answers_changed(db: Connection, suggestion_id: int) -> None:
     """After a change to one photo's answers: keep suggestions.personal_won in step with them
     (bot/core/trust.py), and count the change in the person's history_version."""
-    ((shown, user_id),) = await db.fetch(
-        "SELECT shown, user_id FROM suggestions WHERE id = ?", suggestion_id
+    ((shown, user_id, was),) = await db.fetch(
+        "SELECT shown, user_id, personal_won FROM suggestions WHERE id = ?", suggestion_id
     )
     answers = await db.fetch(
         "SELECT tag, verdict FROM feedback WHERE suggestion_id = ? ORDER BY created_at",
         suggestion_id,
     )
     verdicts = {tag: verdict for tag, verdict in answers}  # the latest verdict per tag wins
-    await db.execute(
-        "UPDATE suggestions SET personal_won = ? WHERE id = ?",
-        personal_order_won(json.loads(shown), verdicts),
-        suggestion_id,
-    )
+    won = personal_order_won(decode_shown(shown, suggestion_id), verdicts)
+    if won != was:
+        await db.execute("UPDATE suggestions SET personal_won = ? WHERE id = ?", won, suggestion_id)
+        await db.execute(
+            "UPDATE trust_totals SET wins = wins + ?, losses = losses + ? WHERE id = 1",
+            (won > 0) - (was > 0),
+            (won < 0) - (was < 0),
+        )
     await db.execute("UPDATE users SET history_version = history_version + 1 WHERE id = ?", user_id)
