@@ -4,10 +4,12 @@ Everything here is decided afresh from the database at each re-fit, and from not
 a person who used /forget is in none of it, and a round gives exactly what it would have given
 had they never existed.
 
-- **The split** is a fixed property of each photo (a seeded hash of its suggestion id): about
-  `holdout` of every person's answers judge the re-fit (the gate), as many again choose how far
-  it moves (validation), the rest train. The gate is spread across people and across time, and
-  a photo that judged one round never trained an earlier one.
+- **The split** is a fixed property of each photo (a seeded hash of its stored embedding):
+  about `holdout` of every person's answers judge the re-fit (the gate), as many again choose
+  how far it moves (validation), the rest train. The gate is spread across people and across
+  time; a photo that judged one round never trained an earlier one; the same photo posted twice
+  never lands on both sides; and no row id decides anything, so a database in which somebody
+  never existed splits everyone else's answers the same way.
 - **No one person outweighs the crowd**: a person's answers weigh at most as much as
   `person_cap` photos together, in training and in the gate alike.
 - **What one person wrote reaches others only when enough people wrote it**: a hashtag's row
@@ -21,6 +23,7 @@ had they never existed.
 from __future__ import annotations
 
 import datetime
+import hashlib
 from collections import defaultdict
 from dataclasses import dataclass
 
@@ -56,19 +59,17 @@ class AnswerSet:
 
 
 def split_of(photos: list[AnsweredPhoto], holdout: float, seed: int) -> np.ndarray:
-    """TRAIN, VALIDATION or GATE per photo, a fixed function of its suggestion id and `seed`."""
-    draws = np.array([_unit_hash(photo.suggestion_id, seed) for photo in photos])
+    """TRAIN, VALIDATION or GATE per photo, a fixed function of its embedding and `seed`."""
+    draws = np.array([_unit_hash(photo.embedding, seed) for photo in photos])
     return np.where(draws < holdout, GATE, np.where(draws < 2 * holdout, VALIDATION, TRAIN))
 
 
-def _unit_hash(number: int, seed: int) -> float:
-    """A number in [0, 1) that looks random but depends only on its inputs (splitmix64), never
-    on Python's per-process string hashing."""
-    mask = (1 << 64) - 1
-    z = (number * 0x9E3779B97F4A7C15 + seed * 0xBF58476D1CE4E5B9 + 1) & mask
-    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & mask
-    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & mask
-    return ((z ^ (z >> 31)) >> 11) / float(1 << 53)
+def _unit_hash(embedding: np.ndarray, seed: int) -> float:
+    """A number in [0, 1) that looks random but depends only on its inputs, never on Python's
+    per-process hashing."""
+    digest = hashlib.blake2b(np.ascontiguousarray(embedding, np.float32).tobytes(), digest_size=8)
+    digest.update(seed.to_bytes(8, "little", signed=True))
+    return int.from_bytes(digest.digest(), "little") / float(1 << 64)
 
 
 def person_weights(photos: list[AnsweredPhoto], person_cap: float) -> np.ndarray:

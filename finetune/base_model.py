@@ -1,9 +1,12 @@
-"""A learned head carries the head it was learned on top of (`base_head.safetensors`).
+"""What a learned checkpoint carries beside its own head.
 
-Every round of learning starts from the base model, never from the previous round's head (see
-finetune/feedback.py). A learned checkpoint therefore keeps its base head beside its own, with
-that head's vocabulary, thresholds and provenance: the encoder is the same, so the base model
-is always at hand, even when the operator's original checkpoint has moved.
+- `base_head.safetensors`: the head it was learned on top of. Every round of learning starts
+  from the base model, never from the previous round's head (see finetune/feedback.py), so the
+  base head is kept with its vocabulary, thresholds and provenance: the encoder is the same, so
+  the base model is always at hand, even when the operator's original checkpoint has moved.
+- `learned_from.npy`: the ids of the suggestions whose answers it learned from (ids only,
+  nothing of the people). When any of them is gone (a /forget, an undone answer), the next
+  round replaces this head whatever the gate says: what people deleted stops being served.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ import json
 from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
 import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
@@ -21,6 +25,7 @@ from inference.model import HashtagModel
 from inference.spec import ModelLoadError
 
 BASE_HEAD_FILE = "base_head.safetensors"
+LEARNED_FROM_FILE = "learned_from.npy"
 
 
 def is_learned(model: HashtagModel) -> bool:
@@ -73,3 +78,15 @@ def base_of(learned: HashtagModel, directory: Path) -> tuple[HashtagModel, str]:
             f"the base head in {path} cannot be read ({error}): give the base model's options "
             "instead (--checkpoint BASE_DIR, or --model/--pretrained)"
         ) from None
+
+
+def save_learned_from(ids: np.ndarray, directory: Path) -> None:
+    np.save(directory / LEARNED_FROM_FILE, np.asarray(ids, dtype=np.int64), allow_pickle=False)
+
+
+def learned_from(directory: Path) -> np.ndarray | None:
+    """The suggestion ids a learned checkpoint learned from; None when it does not say."""
+    try:
+        return np.load(Path(directory) / LEARNED_FROM_FILE, allow_pickle=False)
+    except (OSError, ValueError):
+        return None

@@ -98,6 +98,7 @@ class RefitResult:
     model: HashtagModel  # the re-fitted model: same encoder, new head and vocabulary
     passed: bool  # not worse than the served head on the answers it never saw
     report: dict = field(default_factory=dict)  # what metrics.json holds
+    learned_from: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
 
 
 def refit_head(
@@ -157,12 +158,7 @@ def refit_head(
         "current": _metrics(current_scores, gate),
         "refitted": _metrics(refitted_scores, gate),
     }
-    losses = {
-        "current": answer_loss(current_scores, gate, options),
-        "refitted": answer_loss(refitted_scores, gate, options),
-    }
-    shortfall = ranking_shortfall(current_scores, refitted_scores, gate)
-    passed = losses["refitted"] <= losses["current"] and shortfall <= 0
+    passed, losses, shortfall = judge(current_scores, refitted_scores, gate, options)
     report = {
         "held_out": gate_metrics,
         "held_out_loss": losses,
@@ -200,7 +196,13 @@ def refit_head(
             "created": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         },
     )
-    return RefitResult(HashtagModel(base.visual, head, spec), passed, report)
+    learned_from = np.array(
+        sorted(
+            photo.suggestion_id for photo, part in zip(photos, split, strict=True) if part != GATE
+        ),
+        dtype=np.int64,
+    )
+    return RefitResult(HashtagModel(base.visual, head, spec), passed, report, learned_from)
 
 
 def _scores_on(model: HashtagModel, candidates: list[str], embeddings: np.ndarray) -> np.ndarray:
@@ -277,9 +279,8 @@ def _recalibration(base: nn.Linear, train: AnswerSet, options: FeedbackOptions):
         return loss
 
     optimizer.step(closure)
-    if not (torch.isfinite(scale) and torch.isfinite(shift)):
-        return 1.0, 0.0
-    return float(scale), float(shift)
+    scale, shift = float(scale.detach()), float(shift.detach())
+    return (scale, shift) if math.isfinite(scale) and math.isfinite(shift) else (1.0, 0.0)
 
 
 def _fit(
@@ -342,6 +343,19 @@ def _choose_blend(start: nn.Linear, fitted: nn.Linear, val: AnswerSet, options: 
         curve[weight] = answer_loss(head_scores(head, val.embeddings), val, options)
     best = min(curve, key=lambda weight: (curve[weight], weight))
     return best, curve
+
+
+def judge(
+    current: np.ndarray, refitted: np.ndarray, gate: AnswerSet, options: FeedbackOptions
+) -> tuple[bool, dict[str, float], float]:
+    """The gate: (passed, loss of each head, ranking shortfall) on answers neither trained on.
+    Passed when the re-fitted head's loss is not higher and its ranking not clearly worse."""
+    losses = {
+        "current": answer_loss(current, gate, options),
+        "refitted": answer_loss(refitted, gate, options),
+    }
+    shortfall = ranking_shortfall(current, refitted, gate)
+    return losses["refitted"] <= losses["current"] and shortfall <= 0, losses, shortfall
 
 
 def answer_loss(logits: np.ndarray, part: AnswerSet, options: FeedbackOptions) -> float:

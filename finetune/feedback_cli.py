@@ -22,7 +22,7 @@ from bot.core.blocklist import (
 from bot.store import Store, StoreUnavailable, default_db_path, is_postgres_url
 from bot.store.schema import SchemaTooNew
 from finetune.answers import TRAIN, established_people, people_per_hashtag, split_of
-from finetune.base_model import base_of, is_learned
+from finetune.base_model import base_of, is_learned, learned_from
 from finetune.cli import METRIC_COLUMNS, metric_row
 from finetune.feedback import FeedbackOptions, NotEnoughAnswers
 from finetune.learn import Models, learn_round
@@ -182,7 +182,14 @@ def main(argv: Sequence[str]) -> int:
     report = result.report
     print(format_report(report))
     if report["written"]:
-        how = "" if result.passed else " (--force: it did worse on the held-out answers)"
+        how, gone = "", report["answers_gone_since_current"]
+        if gone and not result.passed:
+            how = (
+                f" (it did worse on the held-out answers, but {gone} answers the current head "
+                "learned from are gone: deleted answers stop being served)"
+            )
+        elif not result.passed:
+            how = " (--force: it did worse on the held-out answers)"
         print(f"checkpoint written to {args.out}{how}")
         return EXIT_WRITTEN
     print(
@@ -224,7 +231,9 @@ def _models(args: argparse.Namespace):
     model, device = load_torch_model(args)
     if args.checkpoint and is_learned(model):
         base, base_version = base_of(model, args.checkpoint)
-        return Models(base, base_version, model, checkpoint_version(args.checkpoint)), device
+        current = checkpoint_version(args.checkpoint)
+        gone_check = learned_from(args.checkpoint)
+        return Models(base, base_version, model, current, gone_check), device
     version = _version_of(args)
     return Models(model, version, model, version), device
 

@@ -8,9 +8,10 @@ import asyncio
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 
-from bot.store import Store
+from bot.store import AnsweredPhoto, Store
 from finetune.feedback import FeedbackOptions, RefitResult, refit_head
 from finetune.publish import publish_checkpoint, write_metrics
 from inference.model import HashtagModel
@@ -24,6 +25,7 @@ class Models:
     base_version: str
     current: HashtagModel
     current_version: str
+    current_learned_from: np.ndarray | None = None  # when the current head is a learned one
 
 
 async def learn_round(
@@ -37,8 +39,10 @@ async def learn_round(
     device: torch.device | None = None,
 ) -> tuple[RefitResult, list[str]]:
     """Re-fit from every answer in `store`; write the checkpoint to `out` when it passed the
-    gate (or `force`), else only `out/metrics.json`. Also returns the damaged rows left out."""
+    gate, when the current head learned from answers that are gone (a /forget, an undo), or
+    with `force`; else only `out/metrics.json`. Also returns the damaged rows left out."""
     answered = await store.answered_photos(models.base.encoder_id)
+    gone = _gone(models.current_learned_from, answered.photos)
     result = await asyncio.to_thread(
         refit_head,
         models.base,
@@ -51,7 +55,8 @@ async def learn_round(
         skipped=answered.other_encoder,
         damaged=len(answered.damaged),
     )
-    result.report["written"] = result.passed or force
+    result.report["answers_gone_since_current"] = gone
+    result.report["written"] = result.passed or force or gone > 0
     if result.report["written"]:
         await asyncio.to_thread(
             publish_checkpoint,
@@ -60,7 +65,16 @@ async def learn_round(
             result.report,
             with_onnx,
             base=(models.base, models.base_version),
+            learned_from=result.learned_from,
         )
     else:
         await asyncio.to_thread(write_metrics, Path(out), result.report)
     return result, answered.damaged
+
+
+def _gone(learned_from: np.ndarray | None, photos: list[AnsweredPhoto]) -> int:
+    """How many answered photos the current head learned from are no longer answered."""
+    if learned_from is None or not len(learned_from):
+        return 0
+    present = np.array([photo.suggestion_id for photo in photos], dtype=np.int64)
+    return int(np.setdiff1d(learned_from, present, assume_unique=False).size)

@@ -12,7 +12,9 @@ import json
 import shutil
 from pathlib import Path
 
-from finetune.base_model import save_base_head
+import numpy as np
+
+from finetune.base_model import save_base_head, save_learned_from
 from inference.loading import save_checkpoint
 from inference.model import HashtagModel
 from inference.staging import fresh_staging_dir
@@ -35,15 +37,19 @@ def publish_checkpoint(
     with_onnx: bool,
     keep: int = 3,
     base: tuple[HashtagModel, str] | None = None,
+    learned_from: np.ndarray | None = None,
 ) -> Path:
-    """Write `model` (+ metrics.json, + model.onnx when `with_onnx`, + the head of the `base`
-    (model, version) it was learned on) as `directory`, atomically for readers; returns where
-    the replaced checkpoint went, or `directory` when there was none."""
+    """Write `model` (+ metrics.json, + model.onnx when `with_onnx`, + for a learned head the
+    `base` (model, version) it was learned on and the suggestion ids it `learned_from`) as
+    `directory`, atomically for readers; returns where the replaced checkpoint went, or
+    `directory` when there was none."""
     directory = Path(directory)
     staging = fresh_staging_dir(directory)
     save_checkpoint(model, staging)
     if base is not None:
         save_base_head(*base, staging)
+    if learned_from is not None:
+        save_learned_from(learned_from, staging)
     write_metrics(staging, report)
     if with_onnx:
         from finetune.export import export_checkpoint

@@ -1,5 +1,5 @@
 """Stored answers for the learning tests: suggestions with chosen embeddings, written through
-the real store, as the bot writes them."""
+the real store in the format the bot writes (the real ranking's entries, logits and all)."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from bot.core.personalize import GlobalPrior, Weights, rank
 from bot.store import VERDICT_ACCEPT, Store
 from inference.model import HashtagModel
 
@@ -47,9 +48,18 @@ async def answer(
 ) -> int:
     """The bot shows the model's top 10 for the photo; `person` accepts (or types) `accepted`."""
     user_id = await store.user_id("telegram", person)
-    shown = [(tag, 0.5) for tag in current_ranking(model, embedding)[:10]]
+    with torch.no_grad():
+        scores = torch.sigmoid(model.head(torch.from_numpy(embedding))).numpy()
+    ranking = rank(
+        scores,
+        model.spec.vocabulary,
+        embedding,
+        None,
+        GlobalPrior({}, 0, len(model.spec.vocabulary)),
+        Weights(),
+    )
     suggestion_id = await store.add_suggestion(
-        user_id, "telegram", embedding, shown, "test", encoder or model.encoder_id
+        user_id, "telegram", embedding, ranking.shown(10), "test", encoder or model.encoder_id
     )
     await store.record_feedback(suggestion_id, user_id, accepted, VERDICT_ACCEPT, "typed")
     return suggestion_id
