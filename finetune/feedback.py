@@ -26,7 +26,8 @@ The fit, on the training answers:
    as far as a plain logistic regression with thousands; community hashtags start from the
    direction between the average photo and theirs;
 3. how far the result moves from the recalibrated base is a WiSE-style blend chosen on the
-   validation answers.
+   validation answers; the rows are then fitted again on the training and validation answers
+   together, so nothing but the gate's answers is left unused.
 
 The gate keeps the new head only when, on the answers it never saw, it is not worse than the
 head being served: its loss (how well it explains every answer, shown or typed) is not higher,
@@ -84,9 +85,9 @@ class FeedbackOptions:
     holdout: float = 0.2  # share of answers for the gate (as much again for the blend)
     min_answers: int = 20
     epochs: int = 5
-    min_steps: int = 400  # small data sets still get this many gradient steps
+    min_steps: int = 1000  # small data sets still get this many gradient steps
     batch_size: int = 1024
-    lr: float = 1e-2  # Adam, on standardised embeddings
+    lr: float = 2e-2  # Adam, on standardised embeddings
     prior_strength: float = 1.0  # the Gaussian prior around the base rows (see module doc)
     loss: str = "bce"
     seed: int = 0
@@ -149,6 +150,8 @@ def refit_head(
     start = _start_head(base.head, train, len(community), options)
     fitted = _fit(start, train, learnable, options, device)
     weight, curve = _choose_blend(start, fitted, val if len(val) else train, options)
+    if weight > 0 and len(val):  # the chosen move, fitted again on every answer but the gate's
+        fitted = _fit(start, answers.part(split != GATE), learnable, options, device)
     head = nn.Linear(start.in_features, start.out_features).requires_grad_(False)
     head.load_state_dict(blend_states(start.state_dict(), fitted.state_dict(), weight))
 
