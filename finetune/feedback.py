@@ -132,7 +132,7 @@ def refit_head(
     torch.manual_seed(options.seed)
     split = split_of(photos, options.holdout, options.seed)
     training_photos = [photo for photo, part in zip(photos, split, strict=True) if part == TRAIN]
-    counted = established_people(training_photos, options.min_days)
+    counted = established_people(photos, options.min_days)  # known for a while: all answers
     people = people_per_hashtag(training_photos, counted)
     vocabulary = list(base.spec.vocabulary)
     community = community_hashtags(people, vocabulary, options.min_people, options.blocked)

@@ -371,7 +371,7 @@ async def _community_rows(args, vocabulary: list[str], blocked: frozenset[str]):
     everyone = people_per_hashtag(photos, {photo.user_id for photo in photos})
     split = split_of(photos, FeedbackOptions().holdout, args.seed)
     training = [photo for photo, part in zip(photos, split, strict=True) if part == TRAIN]
-    counted = people_per_hashtag(training, established_people(training, args.min_days))
+    counted = people_per_hashtag(training, established_people(photos, args.min_days))
     known = set(vocabulary)
     rows = []
     for tag, people in everyone.items():
