@@ -8,6 +8,7 @@ import logging
 import shutil
 import sqlite3
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -151,11 +152,18 @@ async def test_a_new_hashtag_is_shared_only_when_five_people_used_it(
     assert result.model.head.out_features == len(result.model.spec.vocabulary)
 
 
-async def test_after_forget_a_refit_holds_nothing_of_that_person(tmp_path, tiny_model):
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+async def test_after_forget_a_refit_holds_nothing_of_that_person(
+    tmp_path, tiny_model, backend, request
+):
     # The same answers twice: in one database crew0 later uses /forget, in the other crew0
     # never existed. The re-fits must be identical, and #ourcrew falls back to 4 people.
-    forgot = await Store.open(tmp_path / "forgot.sqlite3")
-    never = await Store.open(tmp_path / "never.sqlite3")
+    if backend == "sqlite":
+        locations = tmp_path / "forgot.sqlite3", tmp_path / "never.sqlite3"
+    else:
+        server = request.getfixturevalue("postgres_server")
+        locations = server.create_database("forgot"), server.create_database("never")
+    forgot, never = [await Store.open(location) for location in locations]
     try:
         await crew_answers(forgot, tiny_model, people=5)
         crew0 = await forgot.find_user_id("telegram", "crew0")
@@ -462,3 +470,21 @@ async def test_a_learned_head_for_the_onnx_backend_comes_with_its_graph(tiny_mod
     assert served.encoder_id == tiny_model.encoder_id  # the same encoder: its answers count
     logits, _ = served(np.zeros((1, 3, 32, 32), np.float32))
     assert logits.shape == (1, len(result.model.spec.vocabulary))
+
+
+async def test_a_shutdown_ends_a_round_at_once(tiny_model, tmp_path):
+    """SIGTERM during a re-fit: the round's child process is ended, not waited for."""
+    marker = tmp_path / "started"
+    script = f"import pathlib, time; pathlib.Path({str(marker)!r}).touch(); time.sleep(120)"
+    async with InferenceEngine(tiny_model, CPU) as engine:
+        watcher = CheckpointWatcher(engine, tmp_path / "learned", loader)
+        learner = Learner(lambda: [sys.executable, "-c", script], watcher, 24)
+        round_ = asyncio.create_task(learner.learn_once())
+        async with asyncio.timeout(60):
+            while not marker.exists():
+                await asyncio.sleep(0.05)
+        started = time.monotonic()
+        round_.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await round_
+        assert time.monotonic() - started < 4
