@@ -488,3 +488,16 @@ async def test_a_shutdown_ends_a_round_at_once(tiny_model, tmp_path):
         with pytest.raises(asyncio.CancelledError):
             await round_
         assert time.monotonic() - started < 4
+
+
+async def test_a_learned_head_without_its_base_says_what_to_give_instead(
+    store, tiny_model, checkpoint, tmp_path, capsys
+):
+    await answers_that_teach(store, tiny_model, missed_tag(tiny_model, Scene.random(0)))
+    out, db = tmp_path / "learned", tmp_path / "bot.sqlite3"
+    assert await asyncio.to_thread(same_day_feedback_command, db, checkpoint, out) == 0
+    (out / "base_head.safetensors").unlink()  # as heads learned before the base was kept
+    capsys.readouterr()
+    assert await asyncio.to_thread(same_day_feedback_command, db, out, out) == 2
+    error = capsys.readouterr().err
+    assert "without the base model it was learned on" in error and "--checkpoint BASE_DIR" in error
