@@ -501,3 +501,36 @@ async def test_a_learned_head_without_its_base_says_what_to_give_instead(
     assert await asyncio.to_thread(same_day_feedback_command, db, out, out) == 2
     error = capsys.readouterr().err
     assert "without the base model it was learned on" in error and "--checkpoint BASE_DIR" in error
+
+
+async def test_two_rounds_of_the_learner_after_a_forget_equal_a_world_without_that_person(
+    tiny_model, tiny_clip_files, tmp_path
+):
+    config, weights = tiny_clip_files
+    options = ["--model", config, "--pretrained", weights, "--device", "cpu"]
+
+    async def learner_round(db, learned) -> None:
+        async with InferenceEngine(tiny_model, CPU, version="zero-shot:tiny") as engine:
+            watcher = CheckpointWatcher(engine, learned, loader)
+            command = feedback_command_of(learned, options, ["--min-days", "1"], False)
+            assert await Learner(command, watcher, 24, child_environment(str(db))).learn_once()
+
+    forgot_db, never_db = tmp_path / "forgot.sqlite3", tmp_path / "never.sqlite3"
+    forgot_dir, never_dir = tmp_path / "forgot-learned", tmp_path / "never-learned"
+    for db, leave_out in ((forgot_db, ""), (never_db, "crew0")):
+        store = await Store.open(db)
+        await crew_answers(store, tiny_model, people=5, leave_out=leave_out)
+        await store.close()
+    await learner_round(forgot_db, forgot_dir)  # round 1 shares #ourcrew
+    assert "ourcrew" in load_checkpoint(forgot_dir).spec.vocabulary
+    store = await Store.open(forgot_db)
+    async with InferenceEngine(tiny_model, CPU) as engine:
+        assert await HashtagService(engine, store).forget(UserRef("telegram", "crew0"))
+    await store.close()
+    await learner_round(forgot_db, forgot_dir)  # round 2, judged against round 1's head
+    await learner_round(never_db, never_dir)
+    after, never = load_checkpoint(forgot_dir), load_checkpoint(never_dir)
+    assert "ourcrew" not in after.spec.vocabulary
+    assert after.spec.vocabulary == never.spec.vocabulary
+    assert torch.equal(after.head.weight, never.head.weight)
+    assert torch.equal(after.head.bias, never.head.bias)
