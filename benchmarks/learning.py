@@ -44,13 +44,13 @@ from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from safetensors.torch import save_file
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from benchmarks.harrison import TagLists
 from benchmarks.tagged_photos import tagged_photos
+from benchmarks.tiny_clip import save_tiny_clip
 from bot.core.service import HashtagService, UserRef
 from bot.operations.checkpoints import CheckpointWatcher, checkpoint_stamp
 from bot.store import VERDICT_ACCEPT, Store
@@ -64,11 +64,6 @@ from inference.spec import ModelSpec, checkpoint_version
 from inference.vocab import load_vocabulary
 
 DIM, SHOWN, NEWCOMER_PHOTOS, PEOPLE, CHAT_PEOPLE = 512, 10, 300, 500, 20
-TINY_CLIP = {
-    "embed_dim": 32,
-    "vision_cfg": {"image_size": 32, "layers": 2, "width": 64, "patch_size": 8, "head_width": 32},
-    "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 64, "heads": 2, "layers": 2},
-}
 HUBNESS = 0.5
 PHOTO_NOISE = 0.6  # relative to one hashtag vector
 TINY_VISION = {"image_size": 32, "layers": 1, "width": 64, "patch_size": 8, "head_width": 32}
@@ -146,16 +141,9 @@ def quality(scores: np.ndarray, candidates: list[str], truth: list[tuple[str, ..
     return {"precision@1": round(float(np.mean(p1)), 4), "recall@5": round(float(np.mean(r5)), 4)}
 
 
-def tiny_clip(folder: Path) -> tuple[HashtagModel, str, str]:
+def tiny_clip(folder: Path) -> HashtagModel:
     """The tests' tiny random CLIP, saved and loaded like real weights."""
-    config = folder / "tiny-bench-clip.json"
-    config.write_text(json.dumps(TINY_CLIP))
-    open_clip.add_model_config(config)
-    torch.manual_seed(0)
-    clip = open_clip.create_model("tiny-bench-clip")
-    weights = folder / "tiny_clip.safetensors"
-    save_file({k: v.contiguous() for k, v in clip.state_dict().items()}, weights)
-    return load_zero_shot(str(config), str(weights), load_vocabulary()), str(config), str(weights)
+    return load_zero_shot(*save_tiny_clip(folder, "tiny-bench-clip"), load_vocabulary())
 
 
 def embed(model: HashtagModel, photos) -> np.ndarray:
@@ -177,7 +165,7 @@ def plain_regression(stored: np.ndarray, labels: list[tuple[str, ...]], test: np
 
 
 async def learning_curve(answers: int, every: int, seed: int, folder: Path) -> dict:
-    base, _, _ = tiny_clip(folder)
+    base = tiny_clip(folder)
     model, version = base, "zero-shot:tiny-bench"
     test = tagged_photos(NEWCOMER_PHOTOS, seed + 1000)
     test_embeddings, truth = embed(base, test), [photo.tags for photo in test]

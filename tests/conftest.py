@@ -5,7 +5,6 @@ The tiny model goes through exactly the loading path users take (`--model CONFIG
 """
 
 import itertools
-import json
 import os
 import tempfile
 
@@ -14,33 +13,17 @@ import tempfile
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["HASHTAG_CACHE_DIR"] = tempfile.mkdtemp(prefix="hashtag-test-cache-")
 
-import open_clip
 import pytest
-import torch
-from safetensors.torch import save_file
 
+from benchmarks.tiny_clip import save_tiny_clip
 from inference.loading import load_zero_shot
 from inference.vocab import load_vocabulary
-
-TINY_CLIP_CONFIG = {
-    "embed_dim": 32,
-    "vision_cfg": {"image_size": 32, "layers": 2, "width": 64, "patch_size": 8, "head_width": 32},
-    "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 64, "heads": 2, "layers": 2},
-}
 
 
 @pytest.fixture(scope="session")
 def tiny_clip_files(tmp_path_factory) -> tuple[str, str]:
     """(model-config JSON path, .safetensors weights path) of a random tiny CLIP."""
-    folder = tmp_path_factory.mktemp("tiny_clip")
-    config_path = folder / "tiny-test-clip.json"
-    config_path.write_text(json.dumps(TINY_CLIP_CONFIG))
-    open_clip.add_model_config(config_path)
-    torch.manual_seed(0)
-    clip_model = open_clip.create_model("tiny-test-clip")
-    weights_path = folder / "tiny_clip.safetensors"
-    save_file({k: v.contiguous() for k, v in clip_model.state_dict().items()}, weights_path)
-    return str(config_path), str(weights_path)
+    return save_tiny_clip(tmp_path_factory.mktemp("tiny_clip"))
 
 
 @pytest.fixture(scope="session")
