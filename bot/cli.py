@@ -261,6 +261,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error("--learn-every takes a positive number of hours")
     if args.min_people < 1 or args.min_days < 1:
         parser.error("--min-people and --min-days must be at least 1")
+    if not 1 <= args.top_k <= 100:
+        parser.error("--top-k takes 1 to 100 hashtags per suggestion")
+    if args.watch_interval <= 0 or args.shutdown_timeout < 0:
+        parser.error("--watch-interval must be positive and --shutdown-timeout not negative")
     if args.learn_every and is_postgres_url(args.db) and not args.learned_checkpoint:
         parser.error(
             "with a PostgreSQL --db, give --learned-checkpoint DIR (on storage every process "

@@ -92,6 +92,11 @@ async def test_a_scripted_console_session_runs_at_full_speed(tiny_clip_files, tm
             ["--db", "postgresql://u@h/db", "--learn-every", "1"],
             "with a PostgreSQL --db, give --learned-checkpoint",
         ),
+        (["--top-k", "0"], "--top-k takes 1 to 100"),
+        (["--watch-interval", "0"], "--watch-interval must be positive"),
+        (["--shutdown-timeout", "-1"], "--shutdown-timeout not negative"),
+        (["--min-people", "0"], "--min-people and --min-days must be at least 1"),
+        (["--blocked-hashtags", "/no/such/file"], "does not exist"),
     ],
 )
 def test_bad_settings_are_usage_errors(argv, message, capsys):
