@@ -86,7 +86,7 @@ class FeedbackOptions:
     min_answers: int = 20
     epochs: int = 5
     min_steps: int = 1000  # small data sets still get this many gradient steps
-    batch_size: int = 1024
+    batch_size: int = 512
     lr: float = 2e-2  # Adam, on standardised embeddings
     prior_strength: float = 1.0  # the Gaussian prior around the base rows (see module doc)
     loss: str = "bce"
@@ -151,7 +151,8 @@ def refit_head(
     fitted = _fit(start, train, learnable, options, device)
     weight, curve = _choose_blend(start, fitted, val if len(val) else train, options)
     if weight > 0 and len(val):  # the chosen move, fitted again on every answer but the gate's
-        fitted = _fit(start, answers.part(split != GATE), learnable, options, device)
+        everything = answers.part(split != GATE)
+        fitted = _fit(start, everything, learnable, options, device, warm=fitted)
     head = nn.Linear(start.in_features, start.out_features).requires_grad_(False)
     head.load_state_dict(blend_states(start.state_dict(), fitted.state_dict(), weight))
 
@@ -292,17 +293,20 @@ def _fit(
     learnable: np.ndarray,
     options: FeedbackOptions,
     device: torch.device,
+    warm: nn.Linear | None = None,
 ) -> nn.Linear:
     """Logistic regression for the learnable rows, with a Gaussian prior around `start`; the
-    other rows stay as they start."""
+    other rows stay as they start. From `warm` (a fit on part of these answers), half the
+    steps do."""
     if not learnable.any():
         return start
     standard = Standardization.of(train.embeddings)
     begin = standard.head_in_standard_terms(start)
+    first = standard.head_in_standard_terms(warm) if warm is not None else begin
     rows = torch.from_numpy(np.flatnonzero(learnable))
     start_weight = begin.weight[rows].detach().clone().to(device)
-    weight = nn.Parameter(start_weight.clone())
-    bias = nn.Parameter(begin.bias[rows].detach().clone().to(device))
+    weight = nn.Parameter(first.weight[rows].detach().clone().to(device))
+    bias = nn.Parameter(first.bias[rows].detach().clone().to(device))
     x = standard.apply(train.embeddings).to(device)
     codes = torch.from_numpy(train.codes[:, rows.numpy()]).to(device)
     photo_weights = torch.from_numpy(train.weights).to(device)
@@ -310,6 +314,7 @@ def _fit(
     prior = options.prior_strength / float(photo_weights.sum())
     steps_per_epoch = math.ceil(len(x) / options.batch_size)
     steps = max(options.epochs * steps_per_epoch, options.min_steps)
+    steps = steps // 2 if warm is not None else steps
     optimizer = torch.optim.Adam([weight, bias], lr=options.lr)
     schedule = cosine_schedule(optimizer, steps)
     generator = torch.Generator().manual_seed(options.seed)
