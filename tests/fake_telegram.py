@@ -41,6 +41,7 @@ class FakeBotAPI:
     files: dict[str, bytes] = field(default_factory=dict)
     chats: dict[int, dict] = field(default_factory=dict)
     failures: dict[str, list[tuple[int, dict]]] = field(default_factory=dict)
+    delays: dict[str, list[float]] = field(default_factory=dict)
 
     def __post_init__(self):
         self._updates: list[dict] = []
@@ -176,6 +177,11 @@ class FakeBotAPI:
     def fail_next(self, method: str, status: int, **payload) -> None:
         self.failures.setdefault(method, []).append((status, payload))
 
+    def delay_next(self, method: str, seconds: float) -> None:
+        """Carry out the next call to `method` at once, but answer it only `seconds` later
+        (a slow network: the client may give up on a request that went through)."""
+        self.delays.setdefault(method, []).append(seconds)
+
     # --- what tests check --------------------------------------------------------------------
 
     def calls_to(self, method: str) -> list[dict]:
@@ -213,6 +219,8 @@ class FakeBotAPI:
             return _error(404, "Not Found: method not supported by the fake")
         call.result = await handler(params)
         await self._record(call)
+        if self.delays.get(method):
+            await asyncio.sleep(self.delays[method].pop(0))
         return web.json_response({"ok": True, "result": call.result})
 
     async def _record(self, call: Call) -> None:

@@ -2,23 +2,26 @@
 
 import asyncio
 import contextlib
+import logging
 import signal
 
 import discord
 import pytest
 import torch
 
-from bot.adapters import messages
 from bot.adapters.discord_bot import build_client, use_endpoints
 from bot.adapters.telegram_bot import ALLOWED_UPDATES, build_application
+from bot.core import messages
+from bot.core.ratelimit import RateLimit
 from bot.core.service import HashtagService, UserRef
-from bot.store import Store
+from bot.store import Store, StoreUnavailable
 from inference.engine import InferenceEngine
 from tests.bot_process import start_bot
 from tests.corpus import jpeg
 from tests.fake_discord import BOT, BOT_ID, CHANNEL_ID, GUILD_ID, TOKEN, FakeDiscord
 from tests.fake_telegram import TOKEN as TELEGRAM_TOKEN
 from tests.fake_telegram import FakeBotAPI
+from tests.waiting import until
 
 ALICE, BOB = 100, 200
 
@@ -92,10 +95,17 @@ async def recorded(bot: HashtagService, reply: dict) -> None:
     It can only do so once Discord answered, and a person cannot react to a message they have
     not seen yet.
     """
-    for _ in range(200):
-        if await bot.store.suggestion_for_reply("discord", reply["channel_id"], reply["id"]):
-            return
-        await asyncio.sleep(0.01)
+    await until(
+        lambda: bot.store.suggestion_for_reply("discord", reply["channel_id"], reply["id"]),
+        "the bot to store which message carries its suggestion",
+    )
+
+
+async def processed(fake: FakeDiscord, author=ALICE) -> None:
+    """Wait until the bot has handled the events sent so far: a later DM is answered."""
+    before = len(replies(fake))
+    await fake.send_message(fake.message(author, content="are you there?"))
+    await fake.wait_for("POST", "/messages", before + 1)
 
 
 def custom_ids(message: dict) -> list[str]:
@@ -119,10 +129,8 @@ async def test_thumbs_up_saves_and_removing_it_undoes(fake, bot):
     me = UserRef("discord", str(ALICE))
     assert len(await bot.top_hashtags(me)) == 10
     await fake.react(ALICE, reply, "👍", added=False)
-    for _ in range(200):
-        if not await bot.top_hashtags(me):
-            break
-        await asyncio.sleep(0.01)
+    (undone,) = await fake.wait_for("DELETE", "/reactions/")  # the bot's 👌 goes with it
+    assert undone.path.endswith("/reactions/👌/@me")
     assert await bot.top_hashtags(me) == []
 
 
@@ -157,10 +165,11 @@ async def test_own_hashtags_reply_is_stored_and_comes_back(fake, bot):
 
 async def test_in_a_server_only_mentions_are_read_and_only_the_author_counts(fake, bot):
     attachment = fake.attachment(jpeg())
-    await fake.send_message(fake.message(ALICE, guild=True, attachments=[attachment]))
-    await asyncio.sleep(0.5)
-    assert replies(fake) == []  # no message_content intent, not mentioned: not for us
+    unmentioned = await fake.send_message(fake.message(ALICE, guild=True, attachments=[attachment]))
     reply = await send_photo(fake, bot, guild=True, content=f"<@{BOT_ID}>", mentions=[BOT])
+    # No message_content intent, not mentioned: not for us; the one reply is to the other.
+    (answered,) = replies(fake)
+    assert answered.body["message_reference"]["message_id"] != unmentioned["id"]
     assert reply["channel_id"] == str(CHANNEL_ID)
     await fake.react(BOB, reply, "👍")
     await fake.press(BOB, reply, custom_ids(reply)[-1])
@@ -204,8 +213,8 @@ async def test_several_images_in_one_message_get_one_reply(fake, bot):
     attachments = [fake.attachment(jpeg(seed=s)) for s in (1, 2, 3)]
     await fake.send_message(fake.message(ALICE, attachments=attachments))
     await fake.wait_for("POST", "/messages")
-    await asyncio.sleep(0.3)
-    assert len(replies(fake)) == 1
+    await processed(fake)
+    assert [call.body["content"][0] for call in replies(fake)] == ["#", "I"]
 
 
 async def test_forget_asks_first_then_deletes_everything(fake, bot):
@@ -221,7 +230,7 @@ async def test_forget_asks_first_then_deletes_everything(fake, bot):
         "content": messages.FORGET_CONFIRM,
         "components": confirm.body["data"]["components"],
     }
-    await fake.press(ALICE, confirm_message, "forget|yes")
+    await fake.press(ALICE, confirm_message, f"forget|yes|{ALICE}")
     (_, done) = await fake.wait_for("POST", "/callback", 2)
     assert done.body["data"]["content"] == messages.FORGOTTEN
     assert await bot.top_hashtags(UserRef("discord", str(ALICE))) == []
@@ -252,7 +261,12 @@ async def test_telegram_and_discord_in_one_process_share_the_core_but_not_histor
                 "channel_id": discord_reply["channel_id"],
             }
             await fake.send_message(
-                fake.message(ALICE, content="#onlyondiscord", message_reference=reference)
+                fake.message(
+                    ALICE,
+                    content="#onlyondiscord",
+                    message_reference=reference,
+                    referenced_message=discord_reply,
+                )
             )
             await fake.wait_for("POST", "/messages", 2)
             await application.updater.stop()
@@ -264,7 +278,9 @@ async def test_telegram_and_discord_in_one_process_share_the_core_but_not_histor
 
 
 async def test_the_message_menu_suggests_for_someone_elses_photo(fake, bot):
-    photo = fake.message(ALICE, guild=True, attachments=[fake.attachment(jpeg(seed=6))])
+    photo = fake.message(
+        ALICE, guild=True, content="#alicesown", attachments=[fake.attachment(jpeg(seed=6))]
+    )
     data = {
         "id": "2",
         "name": "Suggest hashtags",
@@ -275,11 +291,18 @@ async def test_the_message_menu_suggests_for_someone_elses_photo(fake, bot):
     await fake.interact(BOB, 2, data, guild=True)
     (followup,) = await fake.wait_for("POST", "/webhooks/")
     assert followup.body["content"].startswith("#")
-    # The suggestion is the photo author's: Bob may not save it, Alice may.
-    message = followup.result
-    await fake.press(BOB, {**message, "guild_id": "1"}, custom_ids(message)[-1])
+    # The suggestion is Bob's, who asked: Alice may not save it, Bob may; her caption's
+    # hashtags are stored for nobody.
+    message = {**followup.result, "guild_id": "1"}
+    await fake.press(ALICE, message, custom_ids(message)[-1])
     (*_, notice) = await fake.wait_for("POST", "/callback", 2)
     assert notice.body["data"]["content"] == messages.ONLY_THE_AUTHOR
+    await fake.press(BOB, message, custom_ids(message)[-1])
+    (*_, saved) = await fake.wait_for("POST", "/callback", 3)
+    assert "Saved" in saved.body["data"]["content"]
+    bobs = dict(await bot.top_hashtags(UserRef("discord", str(BOB))))
+    assert len(bobs) == 10 and "alicesown" not in bobs
+    assert await bot.top_hashtags(UserRef("discord", str(ALICE))) == []
 
 
 async def test_python_dash_m_bot_serves_both_platforms_in_one_process(
@@ -319,9 +342,13 @@ async def test_python_dash_m_bot_serves_both_platforms_in_one_process(
 async def test_commands_are_synced_and_the_gateway_is_kept_alive(fake, bot):
     (sync,) = fake.calls_to("PUT", "/commands")
     assert sync.path == f"/applications/{BOT_ID}/commands"  # global by default
-    assert {command["name"] for command in sync.body} == {"tags", "forget", "Suggest hashtags"}
-    await asyncio.sleep(0.6)
-    assert fake.heartbeats >= 1
+    names = {command["name"] for command in sync.body}
+    assert names == {"tags", "help", "forget", "Suggest hashtags"}
+
+    async def beating() -> bool:
+        return fake.heartbeats >= 1
+
+    await until(beating, "a gateway heartbeat")
 
 
 async def test_one_guild_sync_and_the_sharded_client(fake, tiny_model, tmp_path):
@@ -373,3 +400,61 @@ async def test_buttons_and_reactions_keep_working_after_a_restart(fake, tiny_mod
         await fake.react(ALICE, reply, "👍", added=False)  # and a reaction: nothing to undo
         await fake.react(ALICE, reply, "👎")
         await fake.wait_for("PUT", "/reactions/")
+
+
+async def test_replies_between_people_in_a_read_channel_are_left_alone(fake, tiny_model, tmp_path):
+    async with (
+        core(tiny_model, tmp_path / "bot.sqlite3") as service,
+        running_client(service, content_channels=[CHANNEL_ID]),
+    ):
+        alices = await fake.send_message(fake.message(ALICE, guild=True, content="hello all"))
+        reference = {"message_id": alices["id"], "channel_id": alices["channel_id"]}
+        await fake.send_message(
+            fake.message(BOB, guild=True, content="hi #alice", message_reference=reference,
+                         referenced_message=alices)
+        )  # fmt: skip
+        await processed(fake)
+        assert [call.body["content"] for call in replies(fake)] == [messages.NOT_A_PHOTO]
+
+
+async def test_slash_tags_is_always_answered(fake, bot, monkeypatch):
+    async def locked(user):
+        raise StoreUnavailable("The database is busy; please try again in a moment.")
+
+    monkeypatch.setattr(bot, "top_hashtags", locked)
+    await fake.slash(ALICE, "tags")
+    (answer,) = await fake.wait_for("POST", "/callback")
+    assert answer.body["data"]["content"].startswith("The database is busy")
+    assert await bot.drain(5)  # shutting down: the deferred /tags still gets a word
+    await fake.slash(ALICE, "tags", fake.attachment(jpeg()))
+    (_, deferred) = await fake.wait_for("POST", "/callback", 2)
+    assert deferred.body["type"] == 5
+    (followup,) = await fake.wait_for("POST", "/webhooks/")
+    assert followup.body["content"] == messages.RESTARTING
+
+
+async def test_made_up_buttons_and_someone_elses_forget_do_nothing(fake, bot, caplog):
+    reply = await send_photo(fake, bot)
+    for custom_id in ("save|abc", "toggle|1", "forget|yes"):
+        await fake.press(ALICE, reply, custom_id)
+    answers = await fake.wait_for("POST", "/callback", 3)
+    assert [answer.body["type"] for answer in answers] == [6, 6, 6]  # acknowledged, unchanged
+    await fake.press(BOB, reply, f"forget|yes|{ALICE}")
+    (*_, refused) = await fake.wait_for("POST", "/callback", 4)
+    assert refused.body["data"]["content"] == messages.ONLY_WHO_ASKED
+    assert not [record for record in caplog.records if record.levelno >= logging.ERROR]
+
+
+async def test_an_image_too_many_is_refused_before_downloading(fake, tiny_model, tmp_path):
+    store = await Store.open(tmp_path / "bot.sqlite3")
+    async with InferenceEngine(tiny_model, torch.device("cpu")) as engine:
+        service = HashtagService(engine, store, rate_limit=RateLimit(per_minute=1, burst=2))
+        async with running_client(service):
+            await send_photo(fake, service)
+            attachments = [fake.attachment(jpeg(seed=s)) for s in (1, 2)]
+            await fake.send_message(fake.message(ALICE, attachments=attachments))
+            await fake.wait_for("POST", "/messages", 2)
+            assert replies(fake)[-1].body["content"].startswith("Too many photos")
+            downloads = [call for call in fake.calls if call.path.startswith("/attachments/")]
+            assert len(downloads) == 1
+    await store.close()

@@ -2,6 +2,7 @@
 
 import asyncio
 import contextlib
+import logging
 import os
 import signal
 import sys
@@ -9,14 +10,21 @@ import sys
 import pytest
 import torch
 
-from bot.adapters import messages
-from bot.adapters.telegram_bot import ALLOWED_UPDATES, build_application, smallest_photo_at_least
+from bot.adapters.telegram_bot import (
+    ALLOWED_UPDATES,
+    SEND_RETRIES,
+    build_application,
+    smallest_photo_at_least,
+)
+from bot.core import messages
+from bot.core.ratelimit import RateLimit
 from bot.core.service import HashtagService, UserRef
 from bot.store import Store
 from inference.engine import InferenceEngine
 from tests.bot_process import start_bot
 from tests.corpus import jpeg
 from tests.fake_telegram import TOKEN, FakeBotAPI
+from tests.waiting import until
 
 ALICE, BOB = 100, 200
 
@@ -30,11 +38,11 @@ async def fake():
 
 
 @contextlib.asynccontextmanager
-async def running_bot(fake: FakeBotAPI, tiny_model, db_path):
+async def running_bot(fake: FakeBotAPI, tiny_model, db_path, **service_options):
     """The bot as `python -m bot` runs it, on the tiny model, polling the fake API."""
     store = await Store.open(db_path)
     async with InferenceEngine(tiny_model, torch.device("cpu")) as engine:
-        service = HashtagService(engine, store)
+        service = HashtagService(engine, store, **service_options)
         fake.store = store  # lets send_photo see when a reply has been recorded
         application = build_application(service, TOKEN, fake.url)
         async with application:
@@ -67,13 +75,29 @@ async def send_photo(fake: FakeBotAPI, user=ALICE, seed=0, replies=1, **message)
     store = getattr(fake, "store", None)  # absent when the bot runs in a subprocess
     if store and "reply_markup" in reply:
         sent = fake.result_of(reply)
-        for _ in range(200):
-            if await store.suggestion_for_reply(
-                "telegram", str(sent["chat"]["id"]), str(sent["message_id"])
-            ):
-                break
-            await asyncio.sleep(0.01)
+        chat, message_id = str(sent["chat"]["id"]), str(sent["message_id"])
+        await until(
+            lambda: store.suggestion_for_reply("telegram", chat, message_id),
+            "the bot to store which message carries its suggestion",
+        )
     return reply
+
+
+async def processed(fake: FakeBotAPI, service: HashtagService, chat_id=ALICE, **chat) -> None:
+    """Wait until the bot has handled every update sent so far: a /help sent after them is
+    answered, and nothing is in flight any more."""
+    already = len(fake.calls_to("sendMessage"))
+    await fake.send_message(fake.message(ALICE, chat_id=chat_id, text="/help", **chat))
+    await fake.wait_for("sendMessage", already + 1)
+    await until(lambda: _true(service.idle), "the bot to finish the work in flight")
+
+
+async def _true(value: bool) -> bool:
+    return value
+
+
+def suggestions(fake: FakeBotAPI) -> list[dict]:
+    return [call for call in fake.calls_to("sendMessage") if call["text"].startswith("#")]
 
 
 def suggestion_id(reply: dict) -> str:
@@ -155,8 +179,8 @@ async def test_an_album_gets_one_reply(fake, bot):
         photo = fake.add_photo(jpeg(seed=10 + seed))
         await fake.send_message(fake.message(ALICE, photo=photo, media_group_id="album-1"))
     await fake.wait_for("sendMessage")
-    await asyncio.sleep(1.5)  # longer than the album wait: no second reply comes
-    assert len(fake.calls_to("sendMessage")) == 1
+    await processed(fake, bot)
+    assert len(suggestions(fake)) == 1
     assert len(fake.calls_to("download")) == 3
 
 
@@ -176,8 +200,8 @@ async def test_in_a_group_only_the_author_can_accept(fake, bot):
     await fake.send_message(
         fake.message(ALICE, chat_id=group, chat_type="group", photo=fake.add_photo(jpeg()))
     )
-    await asyncio.sleep(0.5)
-    assert len(fake.calls_to("sendMessage")) == 2
+    await processed(fake, bot, chat_id=group, chat_type="group")
+    assert len(suggestions(fake)) == 1
 
 
 async def test_hostile_and_oversized_files_get_a_clear_reply(fake, bot):
@@ -227,7 +251,7 @@ async def test_forget_asks_first_then_deletes_everything(fake, bot):
     await fake.send_message(fake.message(ALICE, text="/forget"))
     (_, confirm) = await fake.wait_for("sendMessage", 2)
     assert confirm["text"] == messages.FORGET_CONFIRM
-    await fake.press(ALICE, fake.result_of(confirm), "forget|yes")
+    await fake.press(ALICE, fake.result_of(confirm), f"forget|yes|{ALICE}")
     (done,) = await fake.wait_for("editMessageText")
     assert done["text"] == messages.FORGOTTEN
     assert await bot.top_hashtags(UserRef("telegram", str(ALICE))) == []
@@ -269,22 +293,149 @@ async def test_no_token_exits_with_how_to_set_one():
     assert b"TELEGRAM_BOT_TOKEN" in err and b"--console" in err and b"BotFather" in err
 
 
-async def test_tags_as_a_reply_to_a_photo_and_alone(fake, bot):
+async def test_tags_as_a_reply_suggests_for_whoever_asked(fake, tiny_model, tmp_path):
+    """Bob asking about Alice's photo writes nothing of Alice's and spends only his limit."""
     group = -777
-    photo_message = await fake.send_message(
-        fake.message(ALICE, chat_id=group, chat_type="group", photo=fake.add_photo(jpeg(seed=5)))
-    )
-    await fake.send_message(
-        fake.message(
-            BOB, chat_id=group, chat_type="group", text="/tags", reply_to_message=photo_message
+    one_photo_each = RateLimit(per_minute=1, burst=1)
+    async with running_bot(fake, tiny_model, tmp_path / "bot.sqlite3", rate_limit=one_photo_each):
+        alices = await fake.send_message(
+            fake.message(ALICE, chat_id=group, chat_type="group", caption="#alicesown",
+                         photo=fake.add_photo(jpeg(seed=5)))
+        )  # fmt: skip
+        reply = await send_photo(
+            fake, BOB, chat_id=group, chat_type="group", text="/tags", reply_to_message=alices
         )
-    )
-    (reply,) = await fake.wait_for("sendMessage")
-    assert reply["text"].startswith("#")
-    # The suggestion belongs to the photo's author, not to whoever asked.
+        message = fake.result_of(reply)
+        await fake.press(ALICE, message, f"save|{suggestion_id(reply)}")
+        (refused,) = await fake.wait_for("answerCallbackQuery")
+        assert refused["text"] == messages.ONLY_THE_AUTHOR
+        await fake.press(BOB, message, f"save|{suggestion_id(reply)}")
+        (saved,) = await fake.wait_for("editMessageText")
+        assert "Saved" in saved["text"]
+        alice_private = await send_photo(fake, ALICE, seed=6)  # her limit is untouched
+        assert alice_private["text"].startswith("#")
+        service = fake.store  # the bot's own database
+        alice = await service.find_user_id("telegram", str(ALICE))
+        assert (await service.user_history(alice)).photos == 0  # her caption is not an answer
+        bob = await service.find_user_id("telegram", str(BOB))
+        bobs = {tag for verdicts in (await service.user_history(bob)).verdicts for tag in verdicts}
+        assert len(bobs) == 10 and "alicesown" not in bobs
+
+
+async def test_a_forget_prompt_answers_only_the_person_who_asked(fake, bot):
+    reply = await send_photo(fake, BOB)
+    await fake.react(BOB, BOB, fake.result_of(reply)["message_id"], old=[], new=["👍"])
+    await fake.wait_for("setMessageReaction")
+    group = -4343
+    await fake.send_message(fake.message(ALICE, chat_id=group, chat_type="group", text="/forget"))
+    (_, prompt) = await fake.wait_for("sendMessage", 2)
+    assert prompt["text"] == messages.FORGET_CONFIRM
+    await fake.press(BOB, fake.result_of(prompt), f"forget|yes|{ALICE}")
+    (answer,) = await fake.wait_for("answerCallbackQuery")
+    assert answer["text"] == messages.ONLY_WHO_ASKED and not fake.calls_to("editMessageText")
+    assert len(await bot.top_hashtags(UserRef("telegram", str(BOB)))) == 10
+    await fake.press(ALICE, fake.result_of(prompt), f"forget|yes|{ALICE}")
+    (done,) = await fake.wait_for("editMessageText")
+    assert done["text"] == messages.NOTHING_TO_FORGET
+    assert len(await bot.top_hashtags(UserRef("telegram", str(BOB)))) == 10
+
+
+async def test_the_rate_limit_counts_photos_and_is_checked_before_downloading(
+    fake, tiny_model, tmp_path
+):
+    three = RateLimit(per_minute=1, burst=3)
+    async with running_bot(fake, tiny_model, tmp_path / "bot.sqlite3", rate_limit=three) as bot:
+        for seed in range(5):  # one at a time: the first three are answered
+            await fake.send_message(fake.message(ALICE, photo=fake.add_photo(jpeg(seed=seed))))
+        await fake.wait_for("sendMessage", 5)
+        await processed(fake, bot)
+        texts = [call["text"] for call in fake.calls_to("sendMessage")[:5]]
+        assert sum(text.startswith("#") for text in texts) == 3
+        assert sum(text.startswith("Too many photos") for text in texts) == 2
+        assert len(fake.calls_to("download")) == 3
+        for seed in range(2):  # an album costs a photo each, all or nothing
+            photo = fake.add_photo(jpeg(seed=seed))
+            await fake.send_message(fake.message(ALICE, photo=photo, media_group_id="album"))
+        (*_, refusal) = await fake.wait_for("sendMessage", 7)
+        assert refusal["text"].startswith("Too many photos")
+        assert len(fake.calls_to("download")) == 3
+
+
+async def test_someone_elses_reactions_give_one_notice_however_many(fake, bot):
+    group = -4545
+    reply = await send_photo(fake, chat_id=group, chat_type="group", caption="/tags")
+    message_id = fake.result_of(reply)["message_id"]
+    for _ in range(5):
+        await fake.react(BOB, group, message_id, old=[], new=["👍"])
+        await fake.react(BOB, group, message_id, old=["👍"], new=[])
+    await processed(fake, bot, chat_id=group, chat_type="group")
+    notices = [c for c in fake.calls_to("sendMessage") if c["text"] == messages.ONLY_THE_AUTHOR]
+    assert len(notices) == 1 and not fake.calls_to("setMessageReaction")
+
+
+async def test_save_with_nothing_ticked_saves_nothing(fake, bot):
+    reply = await send_photo(fake)
     message = fake.result_of(reply)
+    for index in range(10):
+        await fake.press(ALICE, message, f"toggle|{suggestion_id(reply)}|{index}")
+        edits = await fake.wait_for("editMessageReplyMarkup", index + 1)
+        message["reply_markup"] = edits[-1]["reply_markup"]
     await fake.press(ALICE, message, f"save|{suggestion_id(reply)}")
-    await fake.wait_for("editMessageText")
-    await fake.send_message(fake.message(ALICE, text="/tags"))
-    (_, top) = await fake.wait_for("sendMessage", 2)
-    assert top["text"].startswith("Your most-used hashtags: #")
+    (*_, answer) = await fake.wait_for("answerCallbackQuery", 11)
+    assert answer["text"] == messages.saved([]) == "Nothing was selected."
+    assert not fake.calls_to("editMessageText")
+    assert await bot.top_hashtags(UserRef("telegram", str(ALICE))) == []
+
+
+async def test_made_up_buttons_are_acknowledged_and_do_nothing(fake, bot, caplog):
+    reply = await send_photo(fake)
+    message = fake.result_of(reply)
+    made_up = ["save|abc", "forget|yes", "toggle|1", "toggle|1|2|3", "hello", ""]
+    for data in made_up:
+        await fake.press(ALICE, message, data)
+    answers = await fake.wait_for("answerCallbackQuery", len(made_up))
+    assert all("text" not in answer for answer in answers)
+    await processed(fake, bot)
+    assert not [record for record in caplog.records if record.levelno >= logging.ERROR]
+    assert await bot.top_hashtags(UserRef("telegram", str(ALICE))) == []
+    assert not fake.calls_to("editMessageText") and not fake.calls_to("editMessageReplyMarkup")
+
+
+async def test_replies_between_people_are_left_alone(fake, bot):
+    group = -4646
+    alices = await fake.send_message(fake.message(ALICE, chat_id=group, chat_type="group",
+                                                  text="look at this"))  # fmt: skip
+    await fake.send_message(fake.message(BOB, chat_id=group, chat_type="group",
+                                         text="nice #photo", reply_to_message=alices))  # fmt: skip
+    await processed(fake, bot, chat_id=group, chat_type="group")
+    assert [call["text"] for call in fake.calls_to("sendMessage")] == [messages.HELP]
+    own = await fake.send_message(fake.message(ALICE, text="a note to myself"))
+    await fake.send_message(fake.message(ALICE, text="#mine", reply_to_message=own))
+    (_, _, answer) = await fake.wait_for("sendMessage", 3)
+    assert answer["text"] == messages.NOT_A_PHOTO
+
+
+async def test_a_send_that_timed_out_is_not_sent_again(fake, bot):
+    fake.delay_next("sendMessage", 6)  # longer than PTB's 5 s read timeout; it went through
+    await fake.send_message(fake.message(ALICE, photo=fake.add_photo(jpeg())))
+    await fake.wait_for("sendMessage", 2, timeout=30)  # the suggestion, then an apology
+    await processed(fake, bot)
+    assert len(suggestions(fake)) == 1
+
+
+async def test_an_unexpected_failure_is_apologised_for_and_the_bot_carries_on(fake, bot):
+    for _ in range(SEND_RETRIES + 1):  # every attempt to fetch the file fails
+        fake.fail_next("getFile", 500, description="Internal Server Error")
+    await fake.send_message(fake.message(ALICE, photo=fake.add_photo(jpeg())))
+    (apology,) = await fake.wait_for("sendMessage")
+    assert apology["text"] == messages.SOMETHING_WENT_WRONG
+    assert (await send_photo(fake, seed=1))["text"].startswith("#")
+
+
+async def test_a_shutdown_tells_people_to_try_again(fake, bot):
+    reply = await send_photo(fake)
+    assert await bot.drain(5)
+    await fake.press(ALICE, fake.result_of(reply), f"save|{suggestion_id(reply)}")
+    (answer,) = await fake.wait_for("answerCallbackQuery")
+    assert answer["text"] == messages.RESTARTING
+    assert await bot.top_hashtags(UserRef("telegram", str(ALICE))) == []

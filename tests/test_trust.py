@@ -4,11 +4,15 @@ import time
 
 import numpy as np
 import pytest
+import torch
 
 from bot.core.personalize import GlobalPrior, UserProfile, Weights, rank
+from bot.core.service import HashtagService, UserRef
 from bot.core.trust import TRUST_MAX, personal_order_won, trust_multiplier
 from bot.store import Store
 from bot.store.records import ShownEntry
+from inference.engine import InferenceEngine
+from tests.corpus import jpeg
 
 NOW = time.time()
 VOCAB = ["beach", "sea", "dog", "cat", "food", "sun"] + [f"filler{i}" for i in range(94)]
@@ -93,5 +97,27 @@ async def test_the_store_keeps_each_photos_verdict_on_personalisation(tmp_path):
         await store.remove_feedback(photo, "button")  # only #beach is left: a loss
         assert (await store.personalisation_record()) == (0, 1)
         assert (await store.suggestion(photo)).shown == SHOWN  # one decoder, every value back
+    finally:
+        await store.close()
+
+
+async def test_trust_earned_in_one_process_counts_at_once(tiny_model, tmp_path):
+    """The running service's cached profile carries each answer's win or loss, so the next
+    suggestion is ranked as a freshly started bot would rank it from the same database."""
+    store = await Store.open(tmp_path / "bot.sqlite3")
+    alice = UserRef("telegram", "1")
+    try:
+        async with InferenceEngine(tiny_model, torch.device("cpu")) as engine:
+            running = HashtagService(engine, store, rate_limit=None, global_prior_ttl=0)
+            photo = jpeg(seed=40)
+            first = await running.suggest(alice, [photo])
+            habit = first.tags[-1][0]  # the model's last pick, which Alice always takes
+            for _ in range(4):
+                suggestion = await running.suggest(alice, [photo])
+                await running.accept(alice, suggestion.id, [habit])
+            assert (await store.personalisation_record())[0] >= 1  # her history did win
+            after_restart = HashtagService(engine, store, rate_limit=None, global_prior_ttl=0)
+            expected = dict((await after_restart.suggest(alice, [photo])).tags)
+            assert dict((await running.suggest(alice, [photo])).tags) == pytest.approx(expected)
     finally:
         await store.close()

@@ -11,8 +11,8 @@ import getpass
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
-from bot.adapters import messages
-from bot.adapters.messages import explained
+from bot.core import messages
+from bot.core.messages import explained
 from bot.core.service import HashtagService, UserRef
 from inference.cli import read_image_file
 

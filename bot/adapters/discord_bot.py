@@ -1,12 +1,12 @@
-"""The Discord adapter: discord.py events in, HashtagService calls, replies out.
+"""The Discord adapter: discord.py events in, Conversation calls, replies out.
 
-Like the Telegram adapter it holds no hashtag logic. Buttons carry their state in their
-labels and are answered from `on_interaction` by custom id, and reactions arrive as raw events,
-so a suggestion keeps working after a restart.
+Like the Telegram adapter it holds no conversation logic (bot/core/conversation.py does).
+Buttons carry their state in their labels and are answered from `on_interaction` by custom id,
+and reactions arrive as raw events, so a suggestion keeps working after a restart.
 
 What needs the privileged `message_content` intent: reading images (and replies) in ordinary
-server messages. Without it the bot still answers DMs, messages that mention it, the `/tags`
-slash command and the "Suggest hashtags" message menu. `--discord-channels` turns the intent on
+server messages. Without it the bot still answers DMs, messages that mention it, the slash
+commands and the "Suggest hashtags" message menu. `--discord-channels` turns the intent on
 and limits plain-message reading to the channels an admin chose.
 """
 
@@ -14,24 +14,17 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable, Sequence
+from typing import Any
 
 import discord
 import yarl
 from discord import app_commands
 
-from bot.adapters import messages
-from bot.adapters.messages import explained
-from bot.core.service import (
-    REACTION_VERDICTS,
-    THUMBS_UP,
-    HashtagService,
-    NotYourSuggestion,
-    UnknownSuggestion,
-    UserRef,
-    tracked,
-)
+from bot.core import messages
+from bot.core.conversation import COMMANDS, Button, Conversation, MessageRef, Photo
+from bot.core.service import HashtagService, UserRef
 from bot.operations import metrics
-from inference.images import ImageRejected, check_file_size
+from inference.images import ImageRejected
 
 log = logging.getLogger(__name__)
 
@@ -81,19 +74,19 @@ def build_client(
         client_options |= {"shard_ids": list(shards), "shard_count": shard_count}
     client_class = discord.AutoShardedClient if sharded or shards else discord.Client
     client = client_class(intents=intents, **client_options)
-    DiscordAdapter(service, client, guild_id, content_channels)
+    DiscordAdapter(Conversation(service, PLATFORM), client, guild_id, content_channels)
     return client
 
 
 class DiscordAdapter:
     def __init__(
         self,
-        service: HashtagService,
+        conversation: Conversation,
         client: discord.Client,
         guild_id: int | None,
         content_channels: frozenset[int],
     ):
-        self.service, self.client = service, client
+        self.conversation, self.client = conversation, client
         self.guild = discord.Object(guild_id) if guild_id else None
         self.content_channels = content_channels
         self.tree = app_commands.CommandTree(client)
@@ -109,37 +102,47 @@ class DiscordAdapter:
             setattr(client, handler.__name__, handler)
 
     def _register_commands(self) -> None:
-        @self.tree.command(
-            name="tags", description="Hashtags for an image, or your own top hashtags"
-        )
+        described = {command.name: command.description for command in COMMANDS}
+
+        @self.tree.command(name="tags", description=described["tags"])
         @app_commands.describe(image="The image to suggest hashtags for")
         async def tags(interaction: discord.Interaction, image: discord.Attachment | None = None):
+            chat, sender = _InteractionChat(interaction), self._user(interaction.user)
             if image is None:
-                counts = await self.service.top_hashtags(_user(interaction.user))
-                await interaction.response.send_message(
-                    messages.top_hashtags(counts), ephemeral=True
-                )
+                await self.conversation.command(chat, sender, "tags")
                 return
             await interaction.response.defer(thinking=True)
-            await self._suggest_for_interaction(interaction, interaction.user, [image], None)
+            photos = [self._photo(image)] if _is_image(image) else []
+            await self.conversation.photo(chat, sender, photos)
 
-        @self.tree.command(name="forget", description="Delete everything the bot stored about you")
-        async def forget(interaction: discord.Interaction):
-            view = _view([("Delete everything", "forget|yes"), ("Keep it", "forget|no")])
-            await interaction.response.send_message(
-                messages.FORGET_CONFIRM, view=view, ephemeral=True
-            )
+        for command in COMMANDS:
+            if command.on_discord and command.name != "tags":
+                self.tree.add_command(
+                    app_commands.Command(
+                        name=command.name,
+                        description=command.description,
+                        callback=self._slash_command(command.name),
+                    )
+                )
 
         @self.tree.context_menu(name="Suggest hashtags")
         async def suggest_menu(interaction: discord.Interaction, message: discord.Message):
-            images = _images(message)
-            if not images:
-                await interaction.response.send_message(messages.NOT_A_PHOTO, ephemeral=True)
-                return
             await interaction.response.defer(thinking=True)
-            await self._suggest_for_interaction(
-                interaction, message.author, images, message.content
+            await self.conversation.photo(
+                _InteractionChat(interaction),
+                self._user(interaction.user),
+                [self._photo(image) for image in _images(message)],
+                message.content,
+                author=self._user(message.author),
             )
+
+    def _slash_command(self, name: str):
+        async def callback(interaction: discord.Interaction) -> None:
+            await self.conversation.command(
+                _InteractionChat(interaction), self._user(interaction.user), name
+            )
+
+        return callback
 
     async def setup_hook(self) -> None:
         """Sync slash commands: to one guild (instant, for development) or globally."""
@@ -148,110 +151,36 @@ class DiscordAdapter:
         await self.tree.sync(guild=self.guild)
 
     async def on_error(self, event: str, *args, **kwargs) -> None:
-        """One failing event is logged and counted; the bot carries on."""
+        """What fails outside the conversation is logged and counted; the bot carries on."""
         metrics.ERRORS.labels("unexpected").inc()
         log.exception("Discord event %s failed", event)
 
-    # --- messages ------------------------------------------------------------------------
-
-    @tracked
     async def on_message(self, message: discord.Message) -> None:
         if message.author.bot:
             return
         private = message.guild is None
         addressed = private or self.client.user in message.mentions
-        readable = addressed or message.channel.id in self.content_channels
-        if not readable:
+        if not (addressed or message.channel.id in self.content_channels):
             return
-        if message.reference and message.reference.message_id and not _images(message):
-            await self._own_tags(message)
-        elif images := _images(message):
-            await self._suggest_for_message(message, images)
-        elif private:
-            await message.reply(messages.NOT_A_PHOTO)
+        chat, sender, images = _MessageChat(message), self._user(message.author), _images(message)
+        reference = message.reference
+        if reference and reference.message_id and not images:
+            replied = reference.resolved
+            to_bot = isinstance(replied, discord.Message) and replied.author == self.client.user
+            to = MessageRef(str(reference.channel_id), str(reference.message_id))
+            await self.conversation.reply(chat, sender, to, to_bot, message.content)
+        elif images:
+            photos = [self._photo(image) for image in images]
+            await self.conversation.photo(chat, sender, photos, message.content)
+        else:
+            await self.conversation.not_a_photo(chat)
 
-    async def _suggest_for_message(
-        self, message: discord.Message, images: list[discord.Attachment]
-    ):
-        async with explained(message.reply):
-            with metrics.STAGE_SECONDS.labels("download").time():
-                data = [await self._read(image) for image in images]
-            suggestion = await self.service.suggest(_user(message.author), data, message.content)
-            with metrics.STAGE_SECONDS.labels("reply").time():
-                sent = await message.reply(suggestion.text, view=_tag_view(suggestion))
-            await self.service.attach_reply(suggestion.id, str(sent.channel.id), str(sent.id))
-
-    @tracked
-    async def _suggest_for_interaction(self, interaction, author, images, caption) -> None:
-        async def say(text: str) -> None:
-            await interaction.followup.send(text, ephemeral=True)
-
-        async with explained(say):
-            data = [await self._read(image) for image in images]
-            suggestion = await self.service.suggest(_user(author), data, caption)
-            sent = await interaction.followup.send(
-                suggestion.text, view=_tag_view(suggestion), wait=True
-            )
-            await self.service.attach_reply(suggestion.id, str(sent.channel.id), str(sent.id))
-
-    async def _read(self, attachment: discord.Attachment) -> bytes:
-        """The attachment's bytes, its size and type checked before anything is downloaded."""
-        check_file_size(attachment.size, self.service.engine.limits)
-        if not _is_image(attachment):
-            raise ImageRejected(messages.NOT_A_PHOTO)
-        return await attachment.read()
-
-    async def _own_tags(self, message: discord.Message) -> None:
-        async with explained(message.reply):
-            suggestion = await self.service.find_by_reply(
-                PLATFORM, str(message.channel.id), str(message.reference.message_id)
-            )
-            tags = await self.service.add_own_tags(
-                _user(message.author), suggestion.id, message.content
-            )
-            await message.reply(messages.saved(tags) if tags else messages.NO_HASHTAGS_IN_REPLY)
-
-    # --- buttons -------------------------------------------------------------------------
-
-    @tracked
     async def on_interaction(self, interaction: discord.Interaction) -> None:
         """Buttons, answered by custom id: also those on messages sent before a restart."""
         if interaction.type != discord.InteractionType.component:
             return
-        action, _, argument = str(interaction.data.get("custom_id", "")).partition("|")
-        user = _user(interaction.user)
-        if action == "forget":
-            text = await messages.answer_forget(self.service, user, argument == "yes")
-            await interaction.response.edit_message(content=text, view=None)
-            return
-        if action not in ("toggle", "save"):
-            return
-        suggestion_id, _, index = argument.partition("|")
-        try:
-            suggestion, _ = await self.service.owned_suggestion(user, int(suggestion_id))
-        except (NotYourSuggestion, UnknownSuggestion) as error:
-            await interaction.response.send_message(messages.for_error(error), ephemeral=True)
-            return
-        buttons = _buttons(interaction.message)
-        if action == "toggle":
-            flipped = [
-                (
-                    messages.flip_label(label)
-                    if custom_id == f"toggle|{suggestion_id}|{index}"
-                    else label,
-                    custom_id,
-                )
-                for label, custom_id in buttons
-            ]
-            await interaction.response.edit_message(view=_view(flipped))
-            return
-        labels = [label for label, custom_id in buttons if custom_id.startswith("toggle|")]
-        ticked = [tag for tag, on in map(messages.parse_tag_label, labels) if on]
-        saved = await self.service.accept(user, suggestion.id, ticked or None, source="button")
-        text = f"{interaction.message.content}\n{messages.saved(saved)}"
-        await interaction.response.edit_message(content=text, view=None)
-
-    # --- reactions -----------------------------------------------------------------------
+        custom_id = str((interaction.data or {}).get("custom_id", ""))
+        await self.conversation.button(_Press(interaction), self._user(interaction.user), custom_id)
 
     async def on_raw_reaction_add(self, payload: discord.RawReactionActionEvent) -> None:
         await self._reaction(payload, added=True)
@@ -259,29 +188,106 @@ class DiscordAdapter:
     async def on_raw_reaction_remove(self, payload: discord.RawReactionActionEvent) -> None:
         await self._reaction(payload, added=False)
 
-    @tracked
     async def _reaction(self, payload: discord.RawReactionActionEvent, added: bool) -> None:
-        """👍 saves every shown tag, 👎 rejects them, removing the reaction undoes it.
+        if payload.user_id == self.client.user.id:
+            return
+        emoji = {str(payload.emoji)}
+        await self.conversation.reaction(
+            _ReactedMessage(self.client, payload.channel_id, payload.message_id),
+            self._user(payload.user_id),
+            MessageRef(str(payload.channel_id), str(payload.message_id)),
+            added=emoji if added else set(),
+            removed=set() if added else emoji,
+        )
 
-        Someone else's reaction on a person's suggestion is ignored: it writes nothing.
-        """
-        emoji = str(payload.emoji)
-        if payload.user_id == self.client.user.id or emoji not in REACTION_VERDICTS:
-            return
-        user = UserRef(PLATFORM, str(payload.user_id))
-        try:
-            suggestion = await self.service.find_by_reply(
-                PLATFORM, str(payload.channel_id), str(payload.message_id)
-            )
-            changed = {"added": [emoji]} if added else {"removed": [emoji]}
-            await self.service.react(user, suggestion.id, **changed)
-        except (NotYourSuggestion, UnknownSuggestion):
-            return
-        if not added:
-            return
-        # Acknowledged only after the write committed.
-        channel = self.client.get_partial_messageable(payload.channel_id)
-        await channel.get_partial_message(payload.message_id).add_reaction(NOTED)
+    def _user(self, user: discord.abc.Snowflake | int) -> UserRef:
+        return self.conversation.user(user if isinstance(user, int) else user.id)
+
+    def _photo(self, attachment: discord.Attachment) -> Photo:
+        async def download() -> bytes:
+            if not _is_image(attachment):
+                raise ImageRejected(messages.NOT_A_PHOTO)
+            return await attachment.read()
+
+        return Photo(attachment.size, download)
+
+
+class _MessageChat:
+    """Answers go as replies to the person's message."""
+
+    def __init__(self, message: discord.Message):
+        self.message = message
+        self.private = message.guild is None
+
+    async def say(
+        self, text: str, buttons: Sequence[Button] = (), public: bool = False
+    ) -> MessageRef:
+        sent = await self.message.reply(text, **_with_view(buttons))
+        return MessageRef(str(sent.channel.id), str(sent.id))
+
+
+class _InteractionChat:
+    """Answers to a slash command or menu: its response, or follow-ups once deferred; only
+    suggestions are for the whole channel."""
+
+    def __init__(self, interaction: discord.Interaction):
+        self.interaction = interaction
+        self.private = interaction.guild_id is None
+
+    async def say(
+        self, text: str, buttons: Sequence[Button] = (), public: bool = False
+    ) -> MessageRef | None:
+        options = {"ephemeral": not public, **_with_view(buttons)}
+        if not self.interaction.response.is_done():
+            await self.interaction.response.send_message(text, **options)
+            return None
+        sent = await self.interaction.followup.send(text, wait=True, **options)
+        return MessageRef(str(sent.channel.id), str(sent.id))
+
+
+class _Press:
+    def __init__(self, interaction: discord.Interaction):
+        self.interaction = interaction
+        message = interaction.message
+        self.text = message.content if message else ""
+        self.buttons = _buttons(message) if message else []
+        self.answered = False
+
+    async def answer(
+        self,
+        notice: str | None = None,
+        text: str | None = None,
+        buttons: Sequence[Button] | None = None,
+    ) -> None:
+        self.answered = True
+        response = self.interaction.response
+        edit: dict[str, Any] = {}
+        if text is not None:
+            edit["content"] = text
+        if buttons is not None:
+            edit["view"] = _view(buttons) if buttons else None
+        if edit:
+            await response.edit_message(**edit)
+        elif notice:
+            await response.send_message(notice, ephemeral=True)
+        else:
+            await response.defer()  # acknowledged: the message stays as it is
+
+
+class _ReactedMessage:
+    def __init__(self, client: discord.Client, channel_id: int, message_id: int):
+        self.client = client
+        channel = client.get_partial_messageable(channel_id)
+        self.message = channel.get_partial_message(message_id)
+
+    async def notice(self, text: str) -> None:
+        await self.message.reply(text)
+
+    async def set_noted(self, noted: bool) -> None:
+        if noted:
+            await self.message.add_reaction(NOTED)
+        else:
+            await self.message.remove_reaction(NOTED, self.client.user)
 
 
 def _images(message: discord.Message) -> list[discord.Attachment]:
@@ -294,37 +300,29 @@ def _is_image(attachment: discord.Attachment) -> bool:
     return attachment.filename.lower().endswith(IMAGE_EXTENSIONS)
 
 
-def _user(author: discord.abc.User) -> UserRef:
-    return UserRef(PLATFORM, str(author.id))
+def _with_view(buttons: Sequence[Button]) -> dict[str, discord.ui.View]:
+    return {"view": _view(buttons)} if buttons else {}
 
 
-def _tag_view(suggestion) -> discord.ui.View:
-    buttons = [
-        (messages.tag_label(tag), f"toggle|{suggestion.id}|{i}")
-        for i, (tag, _) in enumerate(suggestion.tags)
-    ]
-    return _view([*buttons, (f"{THUMBS_UP} Save ticked", f"save|{suggestion.id}")])
-
-
-def _view(buttons: list[tuple[str, str]]) -> discord.ui.View:
+def _view(buttons: Sequence[Button]) -> discord.ui.View:
     """Plain buttons whose presses on_interaction answers by custom id.
 
     The view is stopped before it is sent, so discord.py does not keep it in memory for
     ever: nothing depends on it after it is rendered.
     """
     view = discord.ui.View(timeout=None)
-    for label, custom_id in buttons:
-        primary = custom_id.startswith(("save|", "forget|yes"))
+    for button in buttons:
+        primary = button.data.startswith(("save|", "forget|yes"))
         style = discord.ButtonStyle.primary if primary else discord.ButtonStyle.secondary
-        view.add_item(discord.ui.Button(label=label, custom_id=custom_id, style=style))
+        view.add_item(discord.ui.Button(label=button.label, custom_id=button.data, style=style))
     view.stop()
     return view
 
 
-def _buttons(message: discord.Message) -> list[tuple[str, str]]:
-    """(label, custom_id) of every button on a message, in order."""
+def _buttons(message: discord.Message) -> list[Button]:
+    """Every button on a message, in order."""
     return [
-        (child.label or "", child.custom_id or "")
+        Button(child.label or "", child.custom_id or "")
         for row in message.components
         for child in getattr(row, "children", [])
         if isinstance(child, discord.components.Button)

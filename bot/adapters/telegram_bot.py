@@ -1,9 +1,9 @@
-"""The Telegram adapter: python-telegram-bot updates in, HashtagService calls, replies out.
+"""The Telegram adapter: python-telegram-bot updates in, Conversation calls, replies out.
 
-It holds no hashtag logic. Per update it finds the photo(s), the person and the bot message
-concerned, calls the core, and renders the result: plain copyable hashtags plus an inline
-keyboard (a toggle per tag, and 👍 to save the ticked ones). The selection lives in the
-keyboard itself, so no state is kept between button presses.
+It holds no conversation logic (bot/core/conversation.py does). Per update it finds the
+photo(s), the person and the message concerned, and renders what the conversation says:
+plain copyable hashtags plus an inline keyboard (a toggle per tag, and 👍 to save the ticked
+ones). The selection lives in the keyboard itself, so no state is kept between presses.
 """
 
 from __future__ import annotations
@@ -11,10 +11,11 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import defaultdict
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import TypeVar
 
 from telegram import (
+    CallbackQuery,
     InlineKeyboardButton,
     InlineKeyboardMarkup,
     Message,
@@ -23,31 +24,21 @@ from telegram import (
     Update,
 )
 from telegram.constants import ChatType
-from telegram.error import BadRequest, NetworkError, TelegramError
+from telegram.error import BadRequest, NetworkError, TimedOut
 from telegram.ext import (
     AIORateLimiter,
     Application,
     CallbackQueryHandler,
-    CommandHandler,
     ContextTypes,
     MessageHandler,
     MessageReactionHandler,
     filters,
 )
 
-from bot.adapters import messages
-from bot.adapters.messages import explained
-from bot.core.service import (
-    REACTION_VERDICTS,
-    THUMBS_UP,
-    HashtagService,
-    NotYourSuggestion,
-    UnknownSuggestion,
-    UserRef,
-    tracked,
-)
+from bot.core.conversation import Button, Conversation, MessageRef, Photo
+from bot.core.service import HashtagService
 from bot.operations import metrics
-from inference.images import ImageRejected, check_file_size
+from inference.images import ImageRejected
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -72,199 +63,192 @@ def build_application(
         api_url = api_url.rstrip("/")
         builder = builder.base_url(f"{api_url}/bot").base_file_url(f"{api_url}/file/bot")
     application = builder.build()
-    TelegramAdapter(service).register(application)
+    TelegramAdapter(Conversation(service, PLATFORM)).register(application)
     return application
 
 
 class TelegramAdapter:
-    def __init__(self, service: HashtagService):
-        self.service = service
-        self.min_side = service.engine.model.spec.input_side
+    def __init__(self, conversation: Conversation):
+        self.conversation = conversation
+        self.min_side = conversation.service.engine.model.spec.input_side
         self._albums: dict[tuple[int, str], list[Message]] = defaultdict(list)
 
     def register(self, app: Application) -> None:
         image = filters.PHOTO | filters.Document.IMAGE
         asks_for_tags = filters.CaptionRegex(r"^/tags(@\w+)?(\s|$)")
         private = filters.ChatType.PRIVATE
-        app.add_handler(CommandHandler("start", self.start))
-        app.add_handler(CommandHandler("help", self.help))
-        app.add_handler(CommandHandler("tags", self.tags_command))
-        app.add_handler(CommandHandler("forget", self.forget_command))
         app.add_handler(MessageHandler(image & (private | asks_for_tags), self.photo))
-        app.add_handler(MessageHandler(filters.REPLY & filters.TEXT & ~filters.COMMAND, self.reply))
-        app.add_handler(MessageHandler(filters.COMMAND, self.unknown_command))
+        app.add_handler(MessageHandler(filters.COMMAND, self.command))
+        app.add_handler(MessageHandler(filters.REPLY & filters.TEXT, self.reply))
         app.add_handler(MessageHandler(private, self.not_a_photo))
         app.add_handler(CallbackQueryHandler(self.button))
         app.add_handler(MessageReactionHandler(self.reaction))
         app.add_error_handler(self.on_error)
 
-    # --- commands ------------------------------------------------------------------------
-
-    async def start(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
-        await _reply(update.effective_message, messages.START)
-
-    async def help(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
-        await _reply(update.effective_message, messages.HELP)
-
-    async def unknown_command(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
-        await _reply(update.effective_message, messages.UNKNOWN_COMMAND)
-
-    async def not_a_photo(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
-        await _reply(update.effective_message, messages.NOT_A_PHOTO)
-
-    @tracked
-    async def tags_command(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
-        """/tags as a reply to a photo suggests for it; alone, it lists the person's hashtags."""
-        message = update.effective_message
-        replied = message.reply_to_message
-        if replied and (replied.photo or _is_image_document(replied)):
-            await self._suggest(replied, [replied], replied.caption)
-            return
-        async with explained(lambda text: _reply(message, text)):
-            counts = await self.service.top_hashtags(_user(update))
-            await _reply(message, messages.top_hashtags(counts))
-
-    async def forget_command(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
-        confirm = InlineKeyboardMarkup(
-            [
-                [
-                    InlineKeyboardButton("Delete everything", callback_data="forget|yes"),
-                    InlineKeyboardButton("Keep it", callback_data="forget|no"),
-                ]
-            ]
-        )
-        await _reply(update.effective_message, messages.FORGET_CONFIRM, reply_markup=confirm)
-
-    # --- photos --------------------------------------------------------------------------
-
-    @tracked
     async def photo(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         message = update.effective_message
-        photos = [message]
-        if message.media_group_id:
-            key = (message.chat_id, message.media_group_id)
-            self._albums[key].append(message)
-            if len(self._albums[key]) > 1:
-                return  # the album's first photo answers for all of them
+        if not message.media_group_id:
+            await self._suggest(message, [message])
+            return
+        key = (message.chat_id, message.media_group_id)
+        self._albums[key].append(message)
+        if len(self._albums[key]) > 1:
+            return  # the album's first photo answers for all of them
+        async with self.conversation.started():  # a shutdown now waits for the whole album
             await asyncio.sleep(ALBUM_WAIT_SECONDS)
-            photos = self._albums.pop(key)
+            await self._suggest(message, self._albums.pop(key))
+
+    async def _suggest(self, message: Message, photos: list[Message]) -> None:
         caption = next((photo.caption for photo in photos if photo.caption), None)
-        await self._suggest(message, photos, caption)
+        await self.conversation.photo(
+            _Chat(message), self._sender(message), self._photos(photos), _without_command(caption)
+        )
 
-    async def _suggest(self, reply_to: Message, photos: list[Message], caption: str | None) -> None:
-        author = UserRef(PLATFORM, str(photos[0].from_user.id))
-        async with explained(lambda text: _reply(reply_to, text)):
-            with metrics.STAGE_SECONDS.labels("download").time():
-                images = [await self._download(photo) for photo in photos]
-            suggestion = await self.service.suggest(author, images, _without_command(caption))
-            keyboard = _keyboard(suggestion.id, [tag for tag, _ in suggestion.tags])
-            with metrics.STAGE_SECONDS.labels("reply").time():
-                sent = await _reply(reply_to, suggestion.text, reply_markup=keyboard)
-            await self.service.attach_reply(suggestion.id, str(sent.chat_id), str(sent.message_id))
+    async def command(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        message = update.effective_message
+        word, _, argument = (message.text or "").partition(" ")
+        name, _, addressee = word[1:].partition("@")
+        if addressee and addressee.lower() != (context.bot.username or "").lower():
+            return  # another bot's command, in a group
+        replied = message.reply_to_message
+        if name == "tags" and replied and (replied.photo or _is_image_document(replied)):
+            await self.conversation.photo(
+                _Chat(message),
+                self._sender(message),
+                self._photos([replied]),
+                replied.caption,
+                author=self._sender(replied),
+            )
+            return
+        await self.conversation.command(_Chat(message), self._sender(message), name, argument)
 
-    async def _download(self, message: Message) -> bytes:
-        """The image bytes, with the size checked before anything is downloaded."""
+    async def reply(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        message = update.effective_message
+        replied = message.reply_to_message
+        to_bot = replied.from_user is not None and replied.from_user.id == context.bot.id
+        await self.conversation.reply(
+            _Chat(message),
+            self._sender(message),
+            MessageRef(str(replied.chat_id), str(replied.message_id)),
+            to_bot,
+            message.text,
+        )
+
+    async def not_a_photo(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        await self.conversation.not_a_photo(_Chat(update.effective_message))
+
+    async def button(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        query = update.callback_query
+        await self.conversation.button(
+            _Press(query), self.conversation.user(query.from_user.id), query.data or ""
+        )
+
+    async def reaction(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        change = update.message_reaction
+        if change.user is None:  # an anonymous admin or a channel: nobody to credit
+            return
+        old, new = _emojis(change.old_reaction), _emojis(change.new_reaction)
+        await self.conversation.reaction(
+            _ReactedMessage(context.bot, change.chat.id, change.message_id),
+            self.conversation.user(change.user.id),
+            MessageRef(str(change.chat.id), str(change.message_id)),
+            added=new - old,
+            removed=old - new,
+        )
+
+    async def on_error(self, update: object, context: ContextTypes.DEFAULT_TYPE) -> None:
+        """What fails outside the conversation (in this adapter, or PTB): logged (the logging
+        setup redacts tokens) and counted; the bot carries on."""
+        metrics.ERRORS.labels("unexpected").inc()
+        log.error("update failed: %s", context.error, exc_info=context.error)
+
+    def _sender(self, message: Message):
+        return self.conversation.user(message.from_user.id)
+
+    def _photos(self, messages: list[Message]) -> list[Photo]:
+        return [self._photo(message) for message in messages]
+
+    def _photo(self, message: Message) -> Photo:
+        """The smallest size that covers the model's input, downloaded only when asked."""
         if message.photo:
             chosen = smallest_photo_at_least(message.photo, self.min_side)
             file_id, file_size = chosen.file_id, chosen.file_size
         else:
             file_id, file_size = message.document.file_id, message.document.file_size
-        if file_size is not None:
-            check_file_size(file_size, self.service.engine.limits)
-        try:
-            telegram_file = await _send(lambda: message.get_bot().get_file(file_id))
-            return bytes(await _send(telegram_file.download_as_bytearray))
-        except BadRequest as error:  # e.g. "File is too big"
-            raise ImageRejected(
-                f"Telegram would not hand me that file ({error.message})."
-            ) from None
 
-    # --- feedback ------------------------------------------------------------------------
-
-    @tracked
-    async def button(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
-        query = update.callback_query
-        action, _, argument = (query.data or "").partition("|")
-        user = _user(update)
-        if action == "forget":
-            await query.answer()
-            text = await messages.answer_forget(self.service, user, argument == "yes")
-            await _send(lambda: query.edit_message_text(text))
-            return
-        suggestion_id, _, index = argument.partition("|")
-        try:
-            suggestion, _ = await self.service.owned_suggestion(user, int(suggestion_id))
-        except (NotYourSuggestion, UnknownSuggestion) as error:
-            await query.answer(messages.for_error(error))  # a short notice; nothing is written
-            return
-        markup = query.message.reply_markup
-        if action == "toggle":
-            await query.answer()
-            await _send(lambda: query.edit_message_reply_markup(_toggled(markup, int(index))))
-        elif action == "save":
-            tags = _ticked_tags(markup) or suggestion.shown_tags
-            saved = await self.service.accept(user, suggestion.id, tags, source="button")
-            await query.answer(messages.saved(saved))
-            # Shown only now that the write has committed.
-            text = f"{query.message.text}\n{messages.saved(saved)}"
-            await _send(lambda: query.edit_message_text(text))
-
-    @tracked
-    async def reaction(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
-        """👍 saves every shown tag, 👎 rejects them, removing a reaction undoes it."""
-        change = update.message_reaction
-        if change.user is None:  # an anonymous admin or a channel: nobody to credit
-            return
-        chat_id, message_id = change.chat.id, change.message_id
-        try:
-            suggestion = await self.service.find_by_reply(PLATFORM, str(chat_id), str(message_id))
-        except UnknownSuggestion:
-            return  # a reaction to some other message
-        user = UserRef(PLATFORM, str(change.user.id))
-        old, new = _emojis(change.old_reaction), _emojis(change.new_reaction)
-
-        async def notice(text: str) -> None:
-            await _send(
-                lambda: context.bot.send_message(chat_id, text, reply_to_message_id=message_id)
-            )
-
-        async with explained(notice):
-            await self.service.react(user, suggestion.id, added=new - old, removed=old - new)
-            # The bot's own 👌 on its reply says "stored"; it goes away with an undo.
-            saved = bool(REACTION_VERDICTS.keys() & new)
-            await _send(
-                lambda: context.bot.set_message_reaction(
-                    chat_id, message_id, NOTED if saved else None
-                )
-            )
-
-    @tracked
-    async def reply(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
-        """A reply to the bot's suggestion with the person's own #hashtags."""
-        message = update.effective_message
-        replied = message.reply_to_message
-        if replied.from_user is None or replied.from_user.id != context.bot.id:
-            if message.chat.type == ChatType.PRIVATE:
-                await self.not_a_photo(update, context)
-            return
-        async with explained(lambda text: _reply(message, text)):
-            suggestion = await self.service.find_by_reply(
-                PLATFORM, str(message.chat_id), str(replied.message_id)
-            )
-            tags = await self.service.add_own_tags(_user(update), suggestion.id, message.text)
-            await _reply(message, messages.saved(tags) if tags else messages.NO_HASHTAGS_IN_REPLY)
-
-    async def on_error(self, update: object, context: ContextTypes.DEFAULT_TYPE) -> None:
-        """Log the failure (the logging setup redacts tokens) and tell the person."""
-        metrics.ERRORS.labels("unexpected").inc()
-        log.error("update failed: %s", context.error, exc_info=context.error)
-        if isinstance(update, Update) and update.effective_chat:
+        async def download() -> bytes:
             try:
-                await context.bot.send_message(
-                    update.effective_chat.id, messages.SOMETHING_WENT_WRONG
-                )
-            except TelegramError:
-                log.warning("could not tell the person about the failure")
+                telegram_file = await _send(lambda: message.get_bot().get_file(file_id), True)
+                return bytes(await _send(telegram_file.download_as_bytearray, True))
+            except BadRequest as error:  # e.g. "File is too big"
+                raise ImageRejected(
+                    f"Telegram would not hand me that file ({error.message})."
+                ) from None
+
+        return Photo(file_size, download)
+
+
+class _Chat:
+    """Answers go as replies to the message (quoted in private chats too)."""
+
+    def __init__(self, message: Message):
+        self.message = message
+        self.private = message.chat.type == ChatType.PRIVATE
+
+    async def say(
+        self, text: str, buttons: Sequence[Button] = (), public: bool = False
+    ) -> MessageRef:
+        markup = _keyboard(buttons) if buttons else None
+        sent = await _send(
+            lambda: self.message.reply_text(text, do_quote=True, reply_markup=markup)
+        )
+        return MessageRef(str(sent.chat_id), str(sent.message_id))
+
+
+class _Press:
+    def __init__(self, query: CallbackQuery):
+        self.query = query
+        message = query.message if isinstance(query.message, Message) else None
+        self.text = (message.text or "") if message else ""
+        markup = message.reply_markup if message else None
+        self.buttons = [
+            Button(button.text, button.callback_data or "")
+            for row in (markup.inline_keyboard if markup else ())
+            for button in row
+        ]
+        self.answered = False
+
+    async def answer(
+        self,
+        notice: str | None = None,
+        text: str | None = None,
+        buttons: Sequence[Button] | None = None,
+    ) -> None:
+        self.answered = True
+        await self.query.answer(notice)
+        markup = None if buttons is None else _keyboard(buttons)
+        if text is not None:
+            await _send(lambda: self.query.edit_message_text(text, reply_markup=markup))
+        elif buttons is not None:
+            await _send(lambda: self.query.edit_message_reply_markup(markup))
+
+
+class _ReactedMessage:
+    def __init__(self, bot, chat_id: int, message_id: int):
+        self.bot, self.chat_id, self.message_id = bot, chat_id, message_id
+
+    async def notice(self, text: str) -> None:
+        await _send(
+            lambda: self.bot.send_message(self.chat_id, text, reply_to_message_id=self.message_id)
+        )
+
+    async def set_noted(self, noted: bool) -> None:
+        await _send(
+            lambda: self.bot.set_message_reaction(
+                self.chat_id, self.message_id, NOTED if noted else None
+            ),
+            True,
+        )
 
 
 def smallest_photo_at_least(sizes: tuple[PhotoSize, ...], min_side: int) -> PhotoSize:
@@ -273,40 +257,14 @@ def smallest_photo_at_least(sizes: tuple[PhotoSize, ...], min_side: int) -> Phot
     return next((size for size in ordered if min(size.width, size.height) >= min_side), ordered[-1])
 
 
-def _keyboard(suggestion_id: int, tags: list[str]) -> InlineKeyboardMarkup:
-    buttons = [
-        InlineKeyboardButton(messages.tag_label(tag), callback_data=f"toggle|{suggestion_id}|{i}")
-        for i, tag in enumerate(tags)
-    ]
-    rows = [buttons[i : i + 2] for i in range(0, len(buttons), 2)]
-    save = InlineKeyboardButton(f"{THUMBS_UP} Save ticked", callback_data=f"save|{suggestion_id}")
-    return InlineKeyboardMarkup([*rows, [save]])
-
-
-def _toggled(markup: InlineKeyboardMarkup, index: int) -> InlineKeyboardMarkup:
-    """The same keyboard with one tag's tick flipped."""
-    rows = []
-    for row in markup.inline_keyboard:
-        new_row = []
-        for button in row:
-            data = button.callback_data or ""
-            if data.startswith("toggle|") and data.rsplit("|", 1)[1] == str(index):
-                button = InlineKeyboardButton(messages.flip_label(button.text), callback_data=data)
-            new_row.append(button)
-        rows.append(new_row)
-    return InlineKeyboardMarkup(rows)
-
-
-def _ticked_tags(markup: InlineKeyboardMarkup | None) -> list[str]:
-    if markup is None:
-        return []
-    labels = [
-        button.text
-        for row in markup.inline_keyboard
-        for button in row
-        if (button.callback_data or "").startswith("toggle|")
-    ]
-    return [tag for tag, ticked in map(messages.parse_tag_label, labels) if ticked]
+def _keyboard(buttons: Sequence[Button]) -> InlineKeyboardMarkup:
+    """Hashtag toggles two to a row, then the other buttons on one row."""
+    toggles = [b for b in buttons if b.data.startswith("toggle|")]
+    others = [b for b in buttons if not b.data.startswith("toggle|")]
+    rows = [toggles[i : i + 2] for i in range(0, len(toggles), 2)] + ([others] if others else [])
+    return InlineKeyboardMarkup(
+        [[InlineKeyboardButton(b.label, callback_data=b.data) for b in row] for row in rows]
+    )
 
 
 def _emojis(reactions) -> set[str]:
@@ -323,26 +281,24 @@ def _without_command(caption: str | None) -> str | None:
     return caption
 
 
-def _user(update: Update) -> UserRef:
-    return UserRef(PLATFORM, str(update.effective_user.id))
-
-
-async def _reply(message: Message, text: str, **options) -> Message:
-    """Answer as a reply to `message` (quoted in private chats too, not only in groups)."""
-    return await _send(lambda: message.reply_text(text, do_quote=True, **options))
-
-
-async def _send(call: Callable[[], Awaitable[T]]) -> T:
+async def _send(call: Callable[[], Awaitable[T]], idempotent: bool = False) -> T:
     """Make a Bot API call, retrying network failures and 5xx with backoff.
 
-    429s are retried by PTB's rate limiter; requests the API refuses (BadRequest) are not.
+    429s are retried by PTB's rate limiter; requests the API refuses (BadRequest) are not. A
+    timeout may mean the request went through, so only calls that can safely happen twice
+    (`idempotent`: reads, setting a reaction) are retried after one; a message is not sent
+    twice.
     """
     for attempt in range(SEND_RETRIES):
         try:
             return await call()
         except BadRequest:
             raise
+        except TimedOut:
+            if not idempotent:
+                raise
+            log.warning("Bot API call timed out; retrying")
         except NetworkError as error:
             log.warning("Bot API call failed (%s); retrying", error)
-            await asyncio.sleep(0.5 * 2**attempt)
+        await asyncio.sleep(0.5 * 2**attempt)
     return await call()

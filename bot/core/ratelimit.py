@@ -11,7 +11,7 @@ from dataclasses import dataclass
 @dataclass(frozen=True)
 class RateLimit:
     per_minute: float = 20.0  # sustained photos per minute
-    burst: int = 8  # photos that may arrive at once (an album)
+    burst: int = 10  # photos that may arrive at once: a whole album (Telegram's at most 10)
 
 
 class RateLimiter:
@@ -26,16 +26,19 @@ class RateLimiter:
         self.limit, self.clock, self.max_users = limit, clock, max_users
         self._buckets: OrderedDict[Hashable, tuple[float, float]] = OrderedDict()
 
-    def acquire(self, key: Hashable) -> float:
-        """Take one token: 0.0 when allowed, else the seconds until the next one is free."""
+    def acquire(self, key: Hashable, count: int = 1) -> float:
+        """Take `count` tokens, all or none: 0.0 when allowed, else the seconds until that
+        many are free. An album is one request for all its photos, so it is never half
+        answered; one larger than the burst waits for a full bucket."""
         now = self.clock()
         tokens, last = self._buckets.pop(key, (float(self.limit.burst), now))
         tokens = min(self.limit.burst, tokens + (now - last) * self.limit.per_minute / 60)
-        if tokens >= 1:
-            self._remember(key, (tokens - 1, now))
+        needed = min(count, self.limit.burst)
+        if tokens >= needed:
+            self._remember(key, (tokens - needed, now))
             return 0.0
         self._remember(key, (tokens, now))
-        return (1 - tokens) * 60 / self.limit.per_minute
+        return (needed - tokens) * 60 / self.limit.per_minute
 
     def _remember(self, key: Hashable, bucket: tuple[float, float]) -> None:
         self._buckets[key] = bucket

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import re
 import time
 from collections import Counter, OrderedDict
@@ -74,20 +73,6 @@ class RateLimited(RuntimeError):
         self.retry_after = retry_after
 
 
-def tracked(handler):
-    """For adapter methods (on objects with a `service`): no new work while shutting down,
-    and the work counts as in flight until it has answered, so a shutdown waits for it."""
-
-    @functools.wraps(handler)
-    async def wrapper(adapter, *args, **kwargs):
-        if not adapter.service.accepting:
-            return None
-        async with adapter.service.in_flight():
-            return await handler(adapter, *args, **kwargs)
-
-    return wrapper
-
-
 def hashtag_text(tags) -> str:
     return " ".join(f"#{tag}" for tag in tags)
 
@@ -139,7 +124,7 @@ class HashtagService:
 
     @contextlib.asynccontextmanager
     async def in_flight(self) -> AsyncIterator[None]:
-        """Adapters wrap each piece of work (a photo, a button press) in this."""
+        """The conversation wraps each piece of work (a photo, a button press) in this."""
         self._in_flight += 1
         self._idle.clear()
         try:
@@ -148,6 +133,11 @@ class HashtagService:
             self._in_flight -= 1
             if self._in_flight == 0:
                 self._idle.set()
+
+    @property
+    def idle(self) -> bool:
+        """Nothing in flight: every event taken so far has been answered."""
+        return self._idle.is_set()
 
     async def drain(self, timeout: float) -> bool:
         """Stop taking work and wait for what is in flight; False if the wait ran out."""
@@ -160,19 +150,29 @@ class HashtagService:
 
     # --- suggestions -------------------------------------------------------------------
 
+    def admit_photos(self, user: UserRef, count: int) -> None:
+        """Spend the person's rate limit on `count` photos, all or none, before anything is
+        downloaded. Raises RateLimited with how long to wait."""
+        wait = self._rate_limiter.acquire(user, count) if self._rate_limiter else 0.0
+        if wait:
+            raise RateLimited(wait)
+
     async def suggest(
-        self, user: UserRef, images: Sequence[bytes], caption: str | None = None
+        self,
+        user: UserRef,
+        images: Sequence[bytes],
+        caption: str | None = None,
+        record_caption: bool = True,
     ) -> Suggestion:
-        """Hashtags for one post (a photo, or an album), personalised for its sender.
+        """Hashtags for one post (a photo, or an album), personalised for `user`, who asked.
 
         An album is one post with one set of hashtags: each tag scores its best over the
         photos, and the post's embedding is their mean. Photos that cannot be read are
-        skipped while at least one can. Raises ImageRejected, EngineBusy, RateLimited or
-        StoreUnavailable, each with a message meant for the person.
+        skipped while at least one can. The caption's hashtags steer the ranking; they are
+        stored as the person's own only with `record_caption` (they wrote the caption).
+        Raises ImageRejected, EngineBusy or StoreUnavailable, each with a message meant for
+        the person. The rate limit is the caller's to check first (admit_photos).
         """
-        wait = self._rate_limiter.acquire(user) if self._rate_limiter else 0.0
-        if wait:
-            raise RateLimited(wait)
         post = await self._predict_post(images)
         user_id = await self.store.user_id(user.platform, user.user_id)
         ranking = rank(
@@ -196,7 +196,7 @@ class HashtagService:
             post.encoder,
         )
         metrics.SHOWN.labels(post.model_version).inc()
-        caption_tags = extract_hashtags(caption)
+        caption_tags = extract_hashtags(caption) if record_caption else []
         if caption_tags:
             stored = StoredSuggestion(
                 suggestion_id, user_id, user.platform, entries, None, None, 0.0, post.model_version
@@ -283,9 +283,11 @@ class HashtagService:
         suggestion_id: int,
         added: Iterable[str] = (),
         removed: Iterable[str] = (),
-    ) -> None:
+    ) -> bool:
         """Reactions on a suggestion: 👍 saves every shown tag, 👎 rejects them, removing one
-        undoes what it said. Other emoji mean nothing."""
+        undoes what it said. Other emoji mean nothing. Returns whether a reaction's verdict
+        still stands afterwards (what the bot's 👌 on its reply shows), read from the store,
+        so it holds whichever reactions the platform reports."""
         removed, added = set(removed), set(added)
         for emoji, verdict in REACTION_VERDICTS.items():
             if emoji in removed:
@@ -293,6 +295,7 @@ class HashtagService:
         verdict = next((v for e, v in REACTION_VERDICTS.items() if e in added), None)
         if verdict is not None:
             await self._judge(user, suggestion_id, None, verdict, "reaction")
+        return await self.store.has_feedback(suggestion_id, "reaction")
 
     async def _judge(
         self, user: UserRef, suggestion_id: int, tags: list[str] | None, verdict: int, source: str
@@ -315,7 +318,7 @@ class HashtagService:
             raise UnknownSuggestion("That suggestion no longer exists.")
         user_id = await self.store.find_user_id(user.platform, user.user_id)
         if user_id is None or user_id != suggestion.user_id or suggestion.platform != user.platform:
-            raise NotYourSuggestion("Only the person who sent the photo can choose its hashtags.")
+            raise NotYourSuggestion("Only the person who asked for these hashtags can choose them.")
         return suggestion, user_id
 
     async def _record(
@@ -373,12 +376,11 @@ class HashtagService:
             return
         self._profiles[user_id] = (profile, version)
         if photo.photos:
-            taken, embedding, verdicts = (
-                photo.photo_times[0],
-                photo.embeddings[0],
-                photo.verdicts[0],
+            # With whether personalisation won on it, or earned trust would stand still.
+            won = photo.evidence[0] if photo.evidence else 0
+            profile.set_photo(
+                suggestion_id, photo.photo_times[0], photo.embeddings[0], photo.verdicts[0], won
             )
-            profile.set_photo(suggestion_id, taken, embedding, verdicts)
         else:
             profile.remove_photo(suggestion_id)
 

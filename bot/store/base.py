@@ -212,6 +212,16 @@ class Store(ABC):
             await _answers_changed(db, suggestion_id)
         return removed
 
+    async def has_feedback(self, suggestion_id: int, source: str) -> bool:
+        """Whether anything from this source (e.g. a reaction) stands on the photo."""
+        async with self._reading() as db:
+            rows = await db.fetch(
+                "SELECT 1 FROM feedback WHERE suggestion_id = ? AND source = ? LIMIT 1",
+                suggestion_id,
+                source,
+            )
+        return bool(rows)
+
     async def user_history(self, user_id: int, suggestion_id: int | None = None) -> UserHistory:
         """The person's answered photos; with `suggestion_id`, only that one (if answered)."""
         only_one = " AND f.suggestion_id = ?" if suggestion_id is not None else ""

@@ -6,11 +6,9 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 
 from bot.core.service import (
-    HashtagService,
     NotYourSuggestion,
     RateLimited,
     UnknownSuggestion,
-    UserRef,
     hashtag_text,
 )
 from bot.operations import metrics
@@ -42,7 +40,9 @@ NOTHING_TO_FORGET = "I had nothing stored about you."
 FORGET_CANCELLED = "Nothing was deleted."
 NO_HASHTAGS_IN_REPLY = "Write your hashtags with a # (like #sunset #myclub) and I'll save them."
 SOMETHING_WENT_WRONG = "Sorry, something went wrong on my side. Please try again."
-ONLY_THE_AUTHOR = "Only the person who sent the photo can choose its hashtags."
+ONLY_THE_AUTHOR = "Only the person who asked for these hashtags can choose them."
+ONLY_WHO_ASKED = "Only the person who asked can answer this; send /forget for your own data."
+RESTARTING = "I'm restarting right now; please try again in a minute."
 
 
 def saved(tags: list[str]) -> str:
@@ -107,10 +107,3 @@ def flip_label(label: str) -> str:
 def parse_tag_label(label: str) -> tuple[str, bool]:
     mark, _, tag = label.partition(" #")
     return tag, mark == TICKED
-
-
-async def answer_forget(service: HashtagService, user: UserRef, confirmed: bool) -> str:
-    """Carry out a /forget confirmation button and say what happened."""
-    if not confirmed:
-        return FORGET_CANCELLED
-    return FORGOTTEN if await service.forget(user) else NOTHING_TO_FORGET

@@ -1,0 +1,17 @@
+"""Waiting for something the bot does, in a way that fails the test when it never happens."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+
+
+async def until(
+    condition: Callable[[], Awaitable[object]], what: str, timeout: float = 10.0
+) -> None:
+    """Poll `condition` until it is true; an AssertionError naming `what` after `timeout`."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not await condition():
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"gave up after {timeout:.0f} s waiting for {what}")
+        await asyncio.sleep(0.01)
