@@ -17,7 +17,9 @@ ONNX Runtime never imports torch.
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
+import threading
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -29,6 +31,8 @@ import numpy as np
 from inference.images import ImageLimits, decode_image
 from inference.preprocess import Transform
 from inference.spec import ModelSpec
+
+log = logging.getLogger(__name__)
 
 
 class EngineBusy(RuntimeError):
@@ -118,7 +122,11 @@ class InferenceEngine:
         self._queue: asyncio.Queue[_Request] = asyncio.Queue()
         self._pending = 0
         self._batcher: asyncio.Task[None] | None = None
+        self._batch: list[_Request] = []  # taken from the queue, not yet answered
+        self._closing = False
         self._on_decode, self._on_batch = on_decode, on_batch
+        self._failed_callbacks: set[str] = set()  # metrics callbacks that failed (logged)
+        self._callback_lock = threading.Lock()
 
     async def __aenter__(self) -> InferenceEngine:
         self._batcher = asyncio.create_task(self._run_batches(), name="inference-batcher")
@@ -128,10 +136,17 @@ class InferenceEngine:
         await self.close()
 
     async def close(self) -> None:
+        """Stop serving. Every request not yet answered fails with EngineBusy, so no caller
+        waits forever on a batcher that is gone (and the person is told to retry)."""
+        self._closing = True
         if self._batcher:
             self._batcher.cancel()
             await asyncio.gather(self._batcher, return_exceptions=True)
             self._batcher = None
+        while not self._queue.empty():
+            self._batch.append(self._queue.get_nowait())
+        self._fail(self._batch, EngineBusy("the engine is shutting down; try again in a moment"))
+        self._batch = []
         self._decode_pool.shutdown(wait=True, cancel_futures=True)
         self._model_thread.shutdown(wait=True, cancel_futures=True)
 
@@ -178,6 +193,8 @@ class InferenceEngine:
         try:
             loop = asyncio.get_running_loop()
             pixels = await loop.run_in_executor(self._decode_pool, self._preprocess, data, served)
+            if self._closing:  # close() has already failed the queue; nothing would answer
+                raise EngineBusy("the engine is shutting down; try again in a moment")
             answer: asyncio.Future[Prediction] = loop.create_future()
             self._queue.put_nowait((pixels, served, answer))
             return await answer
@@ -192,9 +209,29 @@ class InferenceEngine:
         start = time.perf_counter()
         image = decode_image(data, self.limits, min_side=served.model.spec.input_side)
         pixels = served.transform(image)
-        if self._on_decode:
-            self._on_decode(time.perf_counter() - start)
+        self._report("on_decode", self._on_decode, time.perf_counter() - start)
         return pixels
+
+    def _report(self, name: str, callback: Callable[..., None] | None, *args: float) -> None:
+        """Call a metrics callback; a failure never fails the photo, and is logged only the
+        first time (a broken metrics backend would otherwise log on every photo). Later calls
+        still go through, so metrics come back if the failure was passing."""
+        if callback is None:
+            return
+        try:
+            callback(*args)
+        except Exception:
+            with self._callback_lock:
+                first = name not in self._failed_callbacks
+                self._failed_callbacks.add(name)
+            if first:
+                log.exception("the %s callback failed; later failures are not logged", name)
+
+    @staticmethod
+    def _fail(requests: Sequence[_Request], error: BaseException) -> None:
+        for _, _, answer in requests:
+            if not answer.done():
+                answer.set_exception(error)
 
     def forward_batch(
         self, pixels: np.ndarray, model: Servable | None = None
@@ -205,7 +242,8 @@ class InferenceEngine:
     async def _run_batches(self) -> None:
         loop = asyncio.get_running_loop()
         while True:
-            batch = [await self._queue.get()]
+            # self._batch, not a local: close() fails whatever it holds when it cancels us.
+            self._batch = batch = [await self._queue.get()]
             self._take_queued(batch)
             # Alone: wait briefly for company. Others already waiting mean the engine is under
             # load: start at once, so the model (a GPU above all) never idles between batches.
@@ -218,23 +256,20 @@ class InferenceEngine:
             for request in live:
                 groups.setdefault(id(request[1]), []).append(request)
             for group in groups.values():
-                await self._answer(loop, group)
+                try:
+                    await self._answer(loop, group)
+                except Exception as error:  # e.g. CUDA out of memory: fail this batch only
+                    self._fail(group, error)
+            self._batch = []
 
     async def _answer(self, loop: asyncio.AbstractEventLoop, group: list[_Request]) -> None:
         served = group[0][1]
         stacked = np.stack([pixels for pixels, _, _ in group])
         start = time.perf_counter()
-        try:
-            scores, embeddings = await loop.run_in_executor(
-                self._model_thread, self.forward_batch, stacked, served.model
-            )
-        except Exception as error:  # e.g. CUDA out of memory: fail this batch, not the engine
-            for _, _, answer in group:
-                if not answer.done():
-                    answer.set_exception(error)
-            return
-        if self._on_batch:
-            self._on_batch(len(group), time.perf_counter() - start)
+        scores, embeddings = await loop.run_in_executor(
+            self._model_thread, self.forward_batch, stacked, served.model
+        )
+        self._report("on_batch", self._on_batch, len(group), time.perf_counter() - start)
         vocabulary = served.model.spec.vocabulary
         for row, (_, _, answer) in enumerate(group):
             if not answer.done():

@@ -134,3 +134,86 @@ def test_batch_size_and_decode_threads_follow_the_device(tiny_model):
     assert (cpu.max_batch_size, cpu._decode_pool._max_workers) == (8, 2)
     assert gpu.max_batch_size == 128 and gpu._decode_pool._max_workers >= 2
     assert InferenceEngine(tiny_model, CPU, max_batch_size=32).max_batch_size == 32
+
+
+async def until(condition, timeout: float = 30) -> None:
+    """Wait (polling) until `condition()` holds; fail the test if it never does."""
+    async with asyncio.timeout(timeout):
+        while not condition():
+            await asyncio.sleep(0.005)
+
+
+class GatedEngine(InferenceEngine):
+    """Forward passes wait for `gate`, so a test decides what queues up behind one.
+
+    b"misshapen" decodes to an array that cannot be stacked with real photos.
+    """
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.gate = threading.Event()
+        self.forward_started = threading.Event()
+
+    def forward_batch(self, pixels, model=None):
+        self.forward_started.set()
+        self.gate.wait(30)
+        return super().forward_batch(pixels, model)
+
+    def _preprocess(self, data, served):
+        if data == b"misshapen":
+            return np.zeros((3, 2), np.float32)
+        return super()._preprocess(data, served)
+
+
+async def test_a_batch_that_cannot_be_stacked_fails_alone(tiny_model):
+    async with GatedEngine(tiny_model, CPU, max_wait_ms=0) as engine:
+        first = asyncio.create_task(engine.predict(jpeg(seed=1)))
+        await asyncio.to_thread(engine.forward_started.wait, 30)
+        # These two queue up behind the first pass and so go into one batch together.
+        good = asyncio.create_task(engine.predict(jpeg(seed=2)))
+        bad = asyncio.create_task(engine.predict(b"misshapen"))
+        await until(lambda: engine._queue.qsize() == 2)
+        engine.gate.set()
+        results = await asyncio.wait_for(
+            asyncio.gather(first, good, bad, return_exceptions=True), timeout=30
+        )
+        after = await asyncio.wait_for(engine.predict(jpeg(seed=3)), timeout=30)
+    assert results[0].scores.shape == after.scores.shape == (997,)
+    assert isinstance(results[1], ValueError) and isinstance(results[2], ValueError)
+
+
+async def test_a_failing_metrics_callback_is_logged_once_and_ignored(tiny_model, caplog):
+    calls = []
+
+    def broken_metric(*args) -> None:
+        calls.append(args)
+        raise ZeroDivisionError("metrics backend is broken")
+
+    async with InferenceEngine(
+        tiny_model, CPU, max_batch_size=1, on_decode=broken_metric, on_batch=broken_metric
+    ) as engine:
+        for seed in range(3):
+            prediction = await asyncio.wait_for(engine.predict(jpeg(seed=seed)), timeout=30)
+            assert prediction.scores.shape == (997,)
+    failures = [r for r in caplog.records if "metrics backend is broken" in str(r.exc_info)]
+    assert sorted(r.getMessage() for r in failures) == [
+        "the on_batch callback failed; later failures are not logged",
+        "the on_decode callback failed; later failures are not logged",
+    ]
+    assert len(calls) == 6, "each photo still reports its decode and its batch"
+
+
+async def test_closing_fails_every_request_still_waiting(tiny_model):
+    # max_wait of a minute: the first photo sits in the batcher waiting for company, the
+    # second (max_batch_size=1) in the queue behind it, when the engine closes.
+    engine = InferenceEngine(tiny_model, CPU, max_batch_size=1, max_wait_ms=60_000)
+    async with engine:
+        in_batch = asyncio.create_task(engine.predict(jpeg(seed=1)))
+        await until(lambda: len(engine._batch) == 1)
+        queued = asyncio.create_task(engine.predict(jpeg(seed=2)))
+        await until(lambda: engine._queue.qsize() == 1)
+    results = await asyncio.wait_for(
+        asyncio.gather(in_batch, queued, return_exceptions=True), timeout=30
+    )
+    for result in results:
+        assert isinstance(result, EngineBusy) and "shutting down" in str(result)

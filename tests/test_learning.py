@@ -9,6 +9,7 @@ import shutil
 import sqlite3
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -327,11 +328,68 @@ async def test_a_broken_checkpoint_is_refused_and_the_old_head_serves(
         with caplog.at_level(logging.WARNING, logger="bot.operations.checkpoints"):
             assert not await watcher.check()
             assert not await watcher.check()  # not retried until it changes again
-        refusals = [r.getMessage() for r in caplog.records if "refused" in r.getMessage()]
-        assert len(refusals) == 1 and "cannot be loaded" in refusals[0]
+        refusals = [r for r in caplog.records if "refused" in r.getMessage()]
+        assert len(refusals) == 1 and "cannot be loaded" in refusals[0].getMessage()
+        assert refusals[0].levelname == "ERROR"
         prediction = await engine.predict(jpeg(seed=2))
         assert prediction.model_version == old_version == engine.model_version
         assert len(prediction.vocabulary) == len(tiny_model.spec.vocabulary)
+
+
+async def until(condition, timeout: float = 30) -> None:
+    """Wait (polling) until `condition()` holds; fail the test if it never does."""
+    async with asyncio.timeout(timeout):
+        while not condition():
+            await asyncio.sleep(0.005)
+
+
+async def test_an_unreadable_checkpoint_is_logged_once_and_the_watcher_keeps_watching(
+    tiny_model, checkpoint, monkeypatch, caplog
+):
+    real_stat, denied = Path.stat, []
+
+    def stat(path, *args, **kwargs):
+        if path.parent == checkpoint:
+            denied.append(path)
+            raise PermissionError(13, "Permission denied", str(path))
+        return real_stat(path, *args, **kwargs)
+
+    async with InferenceEngine(tiny_model, CPU, version="old") as engine:
+        load = lambda directory: (tiny_model, "new")  # noqa: E731
+        watcher = CheckpointWatcher(engine, checkpoint, load, 0.001, stamp(checkpoint))
+        watching = asyncio.create_task(watcher.run())
+        with caplog.at_level(logging.ERROR, logger="bot.operations.checkpoints"):
+            monkeypatch.setattr(Path, "stat", stat)
+            await until(lambda: len(denied) >= 3)  # several checks failed
+            monkeypatch.undo()
+            (checkpoint / "config.json").touch()  # the checkpoint changes once readable again
+            await until(lambda: engine.model_version == "new")
+        watching.cancel()
+    failures = [r for r in caplog.records if "Permission denied" in r.getMessage()]
+    assert len(failures) == 1 and failures[0].levelname == "ERROR"
+
+
+class FailingWatcher:
+    """A CheckpointWatcher whose every check fails, counting them."""
+
+    def __init__(self, directory: Path):
+        self.directory, self.checks = directory, 0
+
+    async def check(self) -> bool:
+        self.checks += 1
+        raise OSError("the checkpoint directory is on a disk that went away")
+
+
+async def test_a_round_whose_swap_fails_is_logged_and_the_next_round_runs(tmp_path, caplog):
+    watcher = FailingWatcher(tmp_path / "learned")
+    learner = Learner(lambda: [sys.executable, "-c", "pass"], watcher, 1e-6)  # exit 0: written
+    with caplog.at_level(logging.ERROR, logger="bot.operations.learning"):
+        learning = asyncio.create_task(learner.run())
+        await until(lambda: watcher.checks >= 2 or learning.done())
+        learning.cancel()
+        results = await asyncio.gather(learning, return_exceptions=True)
+    assert isinstance(results[0], asyncio.CancelledError), "the learner must outlive a round"
+    assert any("disk that went away" in r.getMessage() for r in caplog.records)
 
 
 @pytest.mark.parametrize("backend", ["torch", "onnx"])

@@ -220,6 +220,30 @@ async def test_many_coroutines_write_at_once_and_nothing_is_lost(store):
     assert len((await store.user_history(user_id)).verdicts[0]) == 60
 
 
+async def test_a_read_never_sees_a_write_that_is_later_rolled_back(store):
+    inserted, release = asyncio.Event(), asyncio.Event()
+
+    async def write_then_fail() -> None:
+        async with store._transaction() as db:
+            await db.execute(
+                "INSERT INTO users (platform, platform_user_id, created_at) "
+                "VALUES ('telegram', 'ghost', 0)"
+            )
+            inserted.set()
+            await release.wait()
+            raise RuntimeError("this write is rolled back")
+
+    writer = asyncio.create_task(write_then_fail())
+    await inserted.wait()
+    # The read is created before the writer is released, so it runs (and, without the lock,
+    # queues its query) while the insert is still uncommitted.
+    reader = asyncio.create_task(store.find_user_id("telegram", "ghost"))
+    release.set()
+    with pytest.raises(RuntimeError, match="rolled back"):
+        await writer
+    assert await asyncio.wait_for(reader, timeout=30) is None
+
+
 # --- SQLite only ------------------------------------------------------------------------
 
 

@@ -53,7 +53,17 @@ class Learner:
 
     async def learn_once(self) -> bool:
         """One round; True when a new head was written and swapped in. A round that cannot
-        learn or is refused is logged, and the current head keeps serving."""
+        learn, is refused or fails in any way is logged, and the current head keeps serving:
+        a failure never ends the learner, so the next round still runs."""
+        try:
+            return await self._round()
+        except Exception as error:  # cancellation (a shutdown) is no Exception: it goes on up
+            log.error(
+                "a learning round failed: %s; the current head keeps serving", error, exc_info=True
+            )
+            return False
+
+    async def _round(self) -> bool:
         child = await asyncio.create_subprocess_exec(
             *self.command(),
             stdout=asyncio.subprocess.DEVNULL,  # its table: metrics.json holds the same

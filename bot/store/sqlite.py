@@ -3,7 +3,9 @@
 Durability rules:
 - WAL journal, `synchronous=FULL`: once a write returns, it survives a `kill -9` or a crash.
 - Every write is one explicit transaction behind an asyncio lock, so concurrent coroutines
-  sharing the connection never interleave half-transactions.
+  sharing the connection never interleave half-transactions. Reads take the same lock: on
+  the one shared connection a read in the middle of a write would see its uncommitted rows,
+  which a rollback may then take back.
 - "database is locked" and "disk is full" become `StoreUnavailable` with a message to show.
 """
 
@@ -47,7 +49,7 @@ class SqliteStore(Store):
     def __init__(self, connection: aiosqlite.Connection):
         self._db = connection
         self._connection = _Connection(connection)
-        self._write_lock = asyncio.Lock()
+        self._lock = asyncio.Lock()  # one reader or writer at a time on the shared connection
 
     @classmethod
     async def connect(cls, path: str | Path, busy_timeout_ms: int = BUSY_TIMEOUT_MS) -> SqliteStore:
@@ -71,17 +73,17 @@ class SqliteStore(Store):
         return cls(connection)
 
     async def close(self) -> None:
-        async with self._write_lock:
+        async with self._lock:
             await self._db.close()
 
     @asynccontextmanager
     async def _reading(self) -> AsyncIterator[_Connection]:
-        async with _unavailable_on_sqlite_errors():
+        async with self._lock, _unavailable_on_sqlite_errors():
             yield self._connection
 
     @asynccontextmanager
     async def _transaction(self) -> AsyncIterator[_Connection]:
-        async with self._write_lock, _unavailable_on_sqlite_errors():
+        async with self._lock, _unavailable_on_sqlite_errors():
             await self._db.execute("BEGIN IMMEDIATE")
             try:
                 yield self._connection
