@@ -33,6 +33,7 @@ from bot.operations.checkpoints import CheckpointLoader, CheckpointWatcher, chec
 from bot.operations.health import start_health_server
 from bot.operations.learning import Learner, child_environment, feedback_command
 from bot.operations.logs import configure_logging
+from bot.operations.supervisor import Supervisor, what_to_do
 from bot.store import Store, StoreUnavailable, default_db_path, is_postgres_url
 from bot.store.schema import SchemaTooNew
 from inference.device import serving_device
@@ -81,7 +82,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="a SQLite file (default: hashtag-bot.sqlite3 here), or a PostgreSQL URL "
         "(postgresql://user@host/db) for several bot processes on one database; $HASHTAG_DB",
     )
-    parser.add_argument("--top-k", type=int, default=10, help="hashtags per suggestion")
+    parser.add_argument(
+        "--top-k",
+        type=int,
+        default=os.environ.get("HASHTAG_TOP_K", "10"),
+        help="hashtags per suggestion (default 10; $HASHTAG_TOP_K)",
+    )
     limits = parser.add_argument_group("rate limit (chat platforms; the console has none)")
     limits.add_argument(
         "--rate-per-minute",
@@ -199,8 +205,9 @@ def build_parser() -> argparse.ArgumentParser:
     discord_options.add_argument(
         "--discord-guild",
         type=int,
+        default=os.environ.get("DISCORD_GUILD"),
         metavar="ID",
-        help="sync slash commands to this server only (instant; for development)",
+        help="sync slash commands to this server only (instant; for development; $DISCORD_GUILD)",
     )
     discord_options.add_argument(
         "--discord-channels",
@@ -283,11 +290,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         blocked = BlockList(args.blocked_hashtags)
     except BlockListError as error:
         parser.error(str(error))
+    from telegram.error import InvalidToken
+
     try:
         return asyncio.run(_run(args, tokens, channels, blocked))
     except (*MODEL_SETUP_ERRORS, SchemaTooNew, StoreUnavailable) as error:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_USAGE
+    except InvalidToken as error:  # Telegram's getMe at start
+        reason, code = what_to_do(error)
+        print(f"error: {reason}", file=sys.stderr)
+        return code
 
 
 @dataclass(frozen=True)
@@ -318,11 +331,13 @@ async def _run(
         on_batch=metrics.record_batch,
     )
     metrics.watch_queue(engine)
+    supervisor = Supervisor()
     try:
         async with engine, contextlib.AsyncExitStack() as background:
+            background.push_async_callback(supervisor.stop)
             if served_dir:
                 watcher = CheckpointWatcher(engine, served_dir, load, args.watch_interval, stamp)
-                background.push_async_callback(_cancel, asyncio.create_task(watcher.run()))
+                supervisor.start("checkpoint watcher", watcher.run(), essential=False)
                 if args.learn_every:
                     learner = Learner(
                         feedback_command(
@@ -335,7 +350,7 @@ async def _run(
                         args.learn_every,
                         child_environment(str(args.db)),
                     )
-                    background.push_async_callback(_cancel, asyncio.create_task(learner.run()))
+                    supervisor.start("learner", learner.run(), essential=False)
             service = HashtagService(
                 engine,
                 store,
@@ -348,20 +363,22 @@ async def _run(
             if args.console:
                 await run_console(service)
             else:
-                await _serve(service, tokens, args, channels)
+                await _serve(service, tokens, args, channels, supervisor)
     finally:
         await store.close()  # every acknowledged write is already committed
+    if supervisor.exit_code:
+        reasons = "; ".join(f"{name}: {why}" for name, why in supervisor.failures.items())
+        print(f"error: stopped because {reasons}", file=sys.stderr)
+        return supervisor.exit_code
     log.info("stopped cleanly")
     return EXIT_OK
 
 
-async def _cancel(task: asyncio.Task) -> None:
-    task.cancel()
-    await asyncio.gather(task, return_exceptions=True)
-
-
-async def _serve(service: HashtagService, tokens: Tokens, args, channels: list[int]) -> None:
-    """Every configured platform in this one process, on one engine and one database."""
+async def _serve(
+    service: HashtagService, tokens: Tokens, args, channels: list[int], supervisor: Supervisor
+) -> None:
+    """Every configured platform in this one process, on one engine and one database, until
+    a signal, or until a platform client fails for good."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signal_number in (signal.SIGINT, signal.SIGTERM):
@@ -372,7 +389,7 @@ async def _serve(service: HashtagService, tokens: Tokens, args, channels: list[i
         connected: dict[str, Callable[[], bool]] = {}
         if args.metrics_port:
             runner = await start_health_server(
-                service, connected, args.metrics_host, args.metrics_port
+                service, connected, args.metrics_host, args.metrics_port, supervisor.failures
             )
             running.push_async_callback(runner.cleanup)
             log.info("health and metrics on %s:%d", args.metrics_host, args.metrics_port)
@@ -382,14 +399,19 @@ async def _serve(service: HashtagService, tokens: Tokens, args, channels: list[i
             connected["telegram"] = lambda: telegram.updater.running
         if tokens.discord:
             client = await running.enter_async_context(
-                _discord(service, tokens.discord, args, channels)
+                _discord(service, tokens.discord, args, channels, supervisor)
             )
             connected["discord"] = lambda: client.is_ready() and not client.is_closed()
             for shard_id in args.discord_shards or ():
                 connected[f"discord_shard_{shard_id}"] = functools.partial(
                     _shard_connected, client, shard_id
                 )
-        await stop.wait()
+        stopped = asyncio.create_task(stop.wait())
+        failed = asyncio.create_task(supervisor.failed.wait())
+        await asyncio.wait([stopped, failed], return_when=asyncio.FIRST_COMPLETED)
+        for waiting in (stopped, failed):
+            waiting.cancel()
+        supervisor.stopping()
         # Stop taking updates, let the work in flight finish, then disconnect (stack exit).
         log.info("stopping: finishing the work in flight (at most %.0f s)", args.shutdown_timeout)
         if telegram:
@@ -452,7 +474,9 @@ def _shard_connected(client, shard_id: int) -> bool:
 
 
 @contextlib.asynccontextmanager
-async def _discord(service, token: str, args: argparse.Namespace, channels: list[int]):
+async def _discord(
+    service, token: str, args: argparse.Namespace, channels: list[int], supervisor: Supervisor
+):
     from bot.adapters.discord_bot import build_client, use_endpoints
 
     use_endpoints(os.environ.get("DISCORD_API_URL"), os.environ.get("DISCORD_GATEWAY_URL"))
@@ -464,14 +488,14 @@ async def _discord(service, token: str, args: argparse.Namespace, channels: list
         shards=args.discord_shards,
         shard_count=args.discord_shard_count,
     )
-    # discord.py reconnects by itself; the task ends only when the client is closed.
-    running = asyncio.create_task(client.start(token), name="discord")
+    # discord.py reconnects by itself; the task ends early only when it cannot go on (a
+    # rejected token, a refused intent), which the supervisor turns into an exit.
+    supervisor.start("discord", client.start(token), essential=True)
     log.info("Discord bot is starting")
     try:
         yield client
     finally:
         await client.close()
-        await asyncio.gather(running, return_exceptions=True)
 
 
 def _served_checkpoint(args: argparse.Namespace) -> Path | None:

@@ -10,10 +10,15 @@ import sys
 import urllib.request
 
 import pytest
+import torch
 
+from bot.core.service import HashtagService
+from bot.store import Store
+from inference.engine import InferenceEngine
 from tests.bot_process import start_bot
 from tests.corpus import jpeg
 from tests.fake_telegram import TOKEN, FakeBotAPI
+from tests.waiting import until
 
 
 def free_port() -> int:
@@ -156,3 +161,69 @@ async def test_telegram_webhook_mode_end_to_end(telegram, tiny_clip_files, tmp_p
     assert bot.returncode == 0, output.decode()
     assert telegram.calls_to("deleteWebhook")  # removed on the way out
     assert b"s3cret-for-tests" not in output  # the secret is redacted from the logs
+
+
+@pytest.mark.parametrize("platform", ["telegram", "discord"])
+async def test_a_rejected_token_ends_the_bot_with_exit_2_and_what_to_do(
+    platform, tiny_clip_files, tmp_path
+):
+    from tests.fake_discord import FakeDiscord
+
+    discord_fake, telegram_fake = FakeDiscord(), FakeBotAPI()
+    await discord_fake.start()
+    await telegram_fake.start()
+    env = {
+        "TELEGRAM_API_URL": telegram_fake.url,
+        "DISCORD_API_URL": discord_fake.api_url,
+        "DISCORD_GATEWAY_URL": discord_fake.gateway_url,
+        "TELEGRAM_BOT_TOKEN" if platform == "telegram" else "DISCORD_BOT_TOKEN": "111:wrong",
+    }
+    try:
+        process = await start_bot(tiny_clip_files, tmp_path / "bot.sqlite3", env)
+        output, _ = await asyncio.wait_for(process.communicate(), 120)
+    finally:
+        await discord_fake.stop()
+        await telegram_fake.stop()
+    log = output.decode()
+    assert process.returncode == 2, log
+    variable = "TELEGRAM_BOT_TOKEN" if platform == "telegram" else "DISCORD_BOT_TOKEN"
+    assert f"{variable} was rejected" in log and "stopped cleanly" not in log
+    assert "111:wrong" not in log
+
+
+async def test_background_work_that_fails_shows_in_healthz(tiny_model, tmp_path):
+    from bot.operations.health import start_health_server
+    from bot.operations.supervisor import Supervisor
+
+    async def broken_learner():
+        raise OSError("No space left on device")
+
+    store = await Store.open(tmp_path / "bot.sqlite3")
+    supervisor, port = Supervisor(), free_port()
+    async with InferenceEngine(tiny_model, torch.device("cpu")) as engine:
+        service = HashtagService(engine, store)
+        runner = await start_health_server(service, {}, "127.0.0.1", port, supervisor.failures)
+        try:
+            supervisor.start("learner", broken_learner(), essential=False)
+            await until(lambda: _failed(supervisor), "the supervisor to notice")
+            status, body = await http_get(f"http://127.0.0.1:{port}/healthz")
+            assert status == 503
+            assert json.loads(body)["learner"] == "failed: OSError: No space left on device"
+            assert not supervisor.failed.is_set()  # the bot goes on serving without it
+        finally:
+            await runner.cleanup()
+            await supervisor.stop()
+    await store.close()
+
+
+async def _failed(supervisor) -> bool:
+    return "learner" in supervisor.failures
+
+
+def test_every_bot_setting_has_an_environment_equivalent(monkeypatch):
+    from bot.cli import build_parser
+
+    monkeypatch.setenv("HASHTAG_TOP_K", "5")
+    monkeypatch.setenv("DISCORD_GUILD", "1234")
+    args = build_parser().parse_args([])
+    assert args.top_k == 5 and args.discord_guild == 1234

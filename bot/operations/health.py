@@ -17,8 +17,11 @@ async def start_health_server(
     platforms: dict[str, Callable[[], bool]],
     host: str,
     port: int,
+    failures: dict[str, str] | None = None,
 ) -> web.AppRunner:
-    """Serve until the returned runner is cleaned up. `platforms`: name -> is it connected."""
+    """Serve until the returned runner is cleaned up. `platforms`: name -> is it connected;
+    `failures`: background work that ended, and why (bot.operations.supervisor)."""
+    failures = {} if failures is None else failures
 
     async def healthz(request: web.Request) -> web.Response:
         checks = {"model": "loaded" if service.engine.running else "not running"}
@@ -31,6 +34,9 @@ async def start_health_server(
             checks[name] = "connected" if connected() else "disconnected"
         healthy = checks["model"] == "loaded" and checks["database"] == "writable"
         healthy = healthy and all(checks[name] == "connected" for name in platforms)
+        for name, reason in failures.items():
+            checks[name] = f"failed: {reason}"
+            healthy = False
         body = json.dumps({"healthy": healthy, **checks})
         return web.Response(
             text=body, status=200 if healthy else 503, content_type="application/json"
