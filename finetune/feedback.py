@@ -190,7 +190,7 @@ def refit_head(
             "head": "feedback",
             "started_from": started_from,
             # The model the operator chose, before any learning: every round starts from it,
-            # and a learned head is only served on top of it (see bot.cli._served_checkpoint).
+            # and a learned head is only served on top of it (see bot.wiring.served_checkpoint).
             "base": base_version,
             "pretrained": base.spec.provenance.get("pretrained"),
             "answers": report["answers"],

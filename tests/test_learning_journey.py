@@ -19,9 +19,11 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from benchmarks.tagged_photos import TAGS, tagged_photos
-from bot.cli import _model_options, _sharing_options, build_parser
 from bot.operations.checkpoints import CheckpointWatcher
 from bot.operations.learning import Learner, child_environment, feedback_command
+from bot.options import build_parser
+from bot.wiring import model_options as _model_options
+from bot.wiring import sharing_options as _sharing_options
 from inference.engine import InferenceEngine
 from inference.loading import load_checkpoint
 from inference.spec import checkpoint_version
