@@ -17,12 +17,14 @@ COPY --from=build /opt/venv /opt/venv
 RUN useradd --create-home --uid 10001 bot && mkdir /data && chown bot:bot /data
 # One volume for everything that must outlive the container: the database, the cached
 # weights and hashtag heads, and any fine-tuned checkpoints mounted under /data.
+# 0.0.0.0: inside a container, 127.0.0.1 is unreachable even through `docker run -p`.
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     HASHTAG_DB=/data/hashtag-bot.sqlite3 \
     HASHTAG_CACHE_DIR=/data/cache \
     HF_HOME=/data/cache/huggingface \
     METRICS_PORT=9100 \
+    METRICS_HOST=0.0.0.0 \
     TELEGRAM_WEBHOOK_LISTEN=0.0.0.0
 USER 10001:10001
 WORKDIR /data

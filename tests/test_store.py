@@ -277,6 +277,37 @@ async def test_a_full_disk_is_a_clear_error_and_keeps_what_was_saved(tmp_path):
     await store.close()
 
 
+async def test_an_undo_during_the_learning_read_leaves_each_photo_whole(tmp_path, monkeypatch):
+    """Another process undoes every answer on a photo right after the read's first statement:
+    the photo is there with its verdicts or not at all (a read in two statements, suggestions
+    then verdicts, found it with no verdicts and raised KeyError)."""
+    store = await Store.open(tmp_path / "bot.sqlite3")
+    user_id, kept = await new_suggestion(store)
+    _, undone = await new_suggestion(store)
+    for photo in (kept, undone):
+        await store.record_feedback(photo, user_id, ["sea"], 1, "button")
+    other_process = sqlite3.connect(tmp_path / "bot.sqlite3", isolation_level=None)
+    real_fetch, statements = store._connection.fetch, []
+
+    async def fetch_then_undo(query, *parameters):
+        rows = await real_fetch(query, *parameters)
+        statements.append(query)
+        if len(statements) == 1:
+            other_process.execute("DELETE FROM feedback WHERE suggestion_id = ?", (undone,))
+        return rows
+
+    monkeypatch.setattr(store._connection, "fetch", fetch_then_undo)
+    answered = await store.answered_photos(None)
+    monkeypatch.undo()
+    other_process.close()
+    await store.close()
+    assert statements, "the hook must have run"
+    assert {photo.suggestion_id: photo.verdicts for photo in answered.photos} in (
+        {kept: {"sea": 1}, undone: {"sea": 1}},  # read before the undo
+        {kept: {"sea": 1}},  # read after it
+    )
+
+
 # --- PostgreSQL only --------------------------------------------------------------------
 
 
