@@ -1,7 +1,7 @@
-"""The platform-neutral core: everything the Telegram and Discord adapters ask of the bot.
+"""The platform-neutral core: what the bot knows and stores, for every chat.
 
-Adapters translate platform events into these calls and the results back into messages; they
-hold no logic of their own. People are `UserRef(platform, platform_user_id)`; a suggestion is
+bot/core/conversation.py decides what each chat event asks of it (and who may ask); the
+console calls it directly. People are `UserRef(platform, platform_user_id)`; a suggestion is
 addressed by its id or by the bot message that carries it.
 """
 
