@@ -1,6 +1,7 @@
 """Does personalisation help, how fast, and does it hurt anyone? A simulation on HARRISON.
 
     python benchmarks/personalization.py [--search]
+    python benchmarks/personalization.py --profile-only   # the timings alone, in seconds
 
 Simulated people post photos whose true hashtags are drawn from HARRISON's label statistics
 (benchmarks/harrison.py: per topic, how often each hashtag was used):
@@ -306,8 +307,17 @@ def main() -> None:
         action="store_true",
         help="evaluate the defaults with earned trust off (how the bot ranked before it)",
     )
+    parser.add_argument(
+        "--profile-only",
+        action="store_true",
+        help="only time one person with 10,000 answered photos (ranking, an answer, memory); "
+        "the tests check the work done, and these wall-clock figures live here",
+    )
     args = parser.parse_args()
 
+    if args.profile_only:
+        print(json.dumps(profile_figures(args.seed)))
+        return
     if args.search:
         search(args.seed, args.users // 2)
     world = World(args.seed)

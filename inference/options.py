@@ -1,7 +1,8 @@
 """The model options shared by `python -m inference`, `python -m bot` and `python -m finetune`.
 
 One definition keeps `--model`, `--pretrained`, `--checkpoint`, `--vocab` and `--device`
-meaning exactly the same thing everywhere.
+meaning exactly the same thing everywhere. Each option has an environment equivalent,
+$HASHTAG_<OPTION> ($HASHTAG_MODEL, ...), read when a command builds its parser; a flag wins.
 """
 
 from __future__ import annotations
@@ -40,6 +41,36 @@ EXIT_SETUP_FAILED, EXIT_EXPORT_FAILED = 2, 3
 # Its peak on ViT-B-32 (benchmarks/README.md), for the advice when it is killed.
 FIRST_START_MEMORY = "1.4 GB"
 
+# Every model option's variable. Child processes that get the model as flags go without them:
+# $HASHTAG_MODEL beside a `--checkpoint` flag would be a contradiction.
+MODEL_VARIABLES = tuple(
+    f"HASHTAG_{name}"
+    for name in ("CHECKPOINT", "MODEL", "PRETRAINED", "VOCAB", "DEVICE", "BACKEND", "INT8")
+)
+_TRUE, _FALSE = ("1", "true", "yes", "on"), ("", "0", "false", "no", "off")
+
+
+def _variable(option: str, default: str | None = None) -> str | None:
+    """$HASHTAG_<OPTION> as the option's default, read now (when the parser is built, so a
+    test or a wrapper can set it after import). Empty counts as unset. argparse applies the
+    option's `type` to a string default, so it is checked like the flag."""
+    value = os.environ.get(f"HASHTAG_{option.upper()}", "").strip()
+    return value or default
+
+
+def _switch(option: str) -> bool | str:
+    """$HASHTAG_<OPTION> for an on/off flag; an unknown value is returned as it is, for
+    check_model_arguments to refuse with a message."""
+    value = os.environ.get(f"HASHTAG_{option.upper()}", "").strip()
+    if value.lower() in _TRUE + _FALSE:
+        return value.lower() in _TRUE
+    return value
+
+
+def without_model_variables(environment: dict[str, str]) -> dict[str, str]:
+    """A child process's environment when its command line names the model."""
+    return {name: value for name, value in environment.items() if name not in MODEL_VARIABLES}
+
 
 def add_model_arguments(
     parser: argparse.ArgumentParser, *, training: bool = False, backend: bool = True
@@ -51,61 +82,80 @@ def add_model_arguments(
         group.add_argument(
             "--checkpoint",
             type=Path,
+            default=_variable("checkpoint"),
             metavar="DIR",
-            help="a fine-tuned checkpoint directory written by `python -m finetune`",
+            help="a fine-tuned checkpoint directory written by `python -m finetune` "
+            "($HASHTAG_CHECKPOINT)",
         )
     group.add_argument(
         "--model",
+        default=_variable("model"),
         metavar="M",
-        help=f"open_clip model name or path to a model-config JSON (default {DEFAULT_MODEL})",
+        help="open_clip model name or path to a model-config JSON "
+        f"(default {DEFAULT_MODEL}; $HASHTAG_MODEL)",
     )
     group.add_argument(
         "--pretrained",
+        default=_variable("pretrained"),
         metavar="P",
-        help="open_clip pretrained tag or local weights file "
-        f"(.safetensors/.bin/.pt; default {DEFAULT_PRETRAINED} with the default model)",
+        help="open_clip pretrained tag or local weights file (.safetensors/.bin/.pt; default "
+        f"{DEFAULT_PRETRAINED} with the default model; $HASHTAG_PRETRAINED)",
     )
     group.add_argument(
         "--vocab",
         type=Path,
+        default=_variable("vocab"),
         metavar="FILE",
         help="hashtags, one per line (default: "
         + (
-            "the data's vocab_index.txt, else its most frequent hashtags)"
+            "the data's vocab_index.txt, else its most frequent hashtags"
             if training
-            else "HARRISON's 997; zero-shot models only)"
-        ),
+            else "HARRISON's 997; zero-shot models only"
+        )
+        + "; $HASHTAG_VOCAB)",
     )
     group.add_argument(
         "--device",
-        default="auto",
+        default=_variable("device", "auto"),
         metavar="D",
-        help="auto (CUDA when available), cpu, cuda or cuda:N (default auto)",
+        help="auto (CUDA when available), cpu, cuda or cuda:N (default auto; $HASHTAG_DEVICE)",
     )
     if backend and not training:
         group.add_argument(
             "--backend",
-            choices=BACKENDS,
-            default="auto",
+            choices=BACKENDS,  # argparse checks flags against these, not defaults: see below
+            default=_variable("backend", "auto"),
             help="torch; onnx: ONNX Runtime on the CPU, with the checkpoint's model.onnx (from "
             "`python -m finetune export`) or the zero-shot model's (exported into the cache on "
             "its first start); auto (default): onnx on a CPU for the zero-shot model and for "
-            "exported checkpoints (same output in less than half the memory), else torch",
+            "exported checkpoints (same output in less than half the memory), else torch "
+            "($HASHTAG_BACKEND)",
         )
         group.add_argument(
-            "--int8", action="store_true", help="with --backend onnx: int8 dynamic quantisation"
+            "--int8",
+            action="store_true",
+            default=_switch("int8"),
+            help="with --backend onnx: int8 dynamic quantisation ($HASHTAG_INT8=1)",
         )
 
 
 def check_model_arguments(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
-    """Reject contradictory combinations up front, as usage errors (exit status 2)."""
+    """Reject contradictory combinations and bad variables up front, as usage errors (exit
+    status 2); the messages name the variables too, since a value may have come from one."""
     if getattr(args, "checkpoint", None) and (args.model or args.pretrained or args.vocab):
         parser.error(
-            "--checkpoint carries its own model, weights and vocabulary; "
-            "drop --model/--pretrained/--vocab"
+            "--checkpoint ($HASHTAG_CHECKPOINT) carries its own model, weights and vocabulary; "
+            "drop --model/--pretrained/--vocab ($HASHTAG_MODEL/_PRETRAINED/_VOCAB)"
         )
     if args.model and not args.pretrained:
-        parser.error(f"--model {args.model} needs --pretrained (a tag or a weights file)")
+        parser.error(
+            f"--model {args.model} needs --pretrained (a tag or a weights file; "
+            "$HASHTAG_PRETRAINED)"
+        )
+    if getattr(args, "backend", "auto") not in BACKENDS:
+        parser.error(f"$HASHTAG_BACKEND must be one of {', '.join(BACKENDS)}, not {args.backend}")
+    if isinstance(getattr(args, "int8", False), str):
+        parser.error(f"$HASHTAG_INT8 must be 1 or 0 (true/false, yes/no), not {args.int8!r}")
     if getattr(args, "int8", False) and getattr(args, "backend", "torch") != "onnx":
         parser.error("--int8 applies to --backend onnx")
 
@@ -189,6 +239,7 @@ def _export_zero_shot(directory: Path, args: argparse.Namespace) -> bool:
     # It logs at this process's level, and needs no secrets: the bots' tokens stay out of it.
     level = logging.getLevelName(logging.getLogger().getEffectiveLevel())
     env = {name: value for name, value in os.environ.items() if not name.endswith("_TOKEN")}
+    env = without_model_variables(env)  # the options above name the model
     with tempfile.TemporaryDirectory(prefix="hashtag-first-start-") as temp:
         report = Path(temp) / "report.txt"
         command = [sys.executable, "-m", "inference.first_start", "--report", str(report)]

@@ -23,6 +23,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from bot.operations.checkpoints import CheckpointWatcher, checkpoint_stamp
+from inference.options import without_model_variables
 
 log = logging.getLogger(__name__)
 
@@ -123,8 +124,10 @@ async def _stop(child: asyncio.subprocess.Process) -> None:
 
 
 def child_environment(db: str) -> dict[str, str]:
-    """The bot's environment without its tokens, with the database to learn from."""
+    """The bot's environment without its tokens, with the database to learn from. Without the
+    model variables either: the round's command line names its model (feedback_command)."""
     environment = {name: value for name, value in os.environ.items() if not name.endswith("_TOKEN")}
+    environment = without_model_variables(environment)
     environment["HASHTAG_DB"] = db
     return environment
 
