@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from aiohttp import WSMsgType, web
 
 TOKEN = "fake-discord-token.for-tests.only"
+MESSAGE_CONTENT = 1 << 15  # the privileged intent --discord-channels asks for
 APP_ID = BOT_ID = 4_000_001
 GUILD_ID, CHANNEL_ID = 4_000_100, 4_000_200
 BOT = {"id": str(BOT_ID), "username": "hashtags", "discriminator": "0", "avatar": None,
@@ -51,6 +52,7 @@ class FakeDiscord:
     failures: list[tuple[str, str, int, dict]] = field(default_factory=list)
     guilds: dict[int, int] = field(default_factory=lambda: {GUILD_ID: CHANNEL_ID})  # -> channel
     identified: list[tuple[int, int]] = field(default_factory=list)  # (shard, shard count)
+    privileged_intents: bool = True  # False: the developer portal has Message Content off
 
     def __post_init__(self):
         self._ids = itertools.count(5_000_000)
@@ -210,6 +212,9 @@ class FakeDiscord:
                 self.heartbeats += 1
                 await socket.send_str(json.dumps({"op": 11}))
             elif payload["op"] == 2:  # identify
+                if payload["d"]["intents"] & MESSAGE_CONTENT and not self.privileged_intents:
+                    await socket.close(code=4014, message=b"Disallowed intent(s).")
+                    break
                 shard, count = payload["d"].get("shard") or (0, 1)
                 self._sockets[socket] = (shard, count)
                 self.identified.append((shard, count))

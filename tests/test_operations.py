@@ -163,32 +163,46 @@ async def test_telegram_webhook_mode_end_to_end(telegram, tiny_clip_files, tmp_p
     assert b"s3cret-for-tests" not in output  # the secret is redacted from the logs
 
 
-@pytest.mark.parametrize("platform", ["telegram", "discord"])
-async def test_a_rejected_token_ends_the_bot_with_exit_2_and_what_to_do(
-    platform, tiny_clip_files, tmp_path
+@pytest.mark.parametrize(
+    ("refused", "told"),
+    [
+        ("telegram token", "TELEGRAM_BOT_TOKEN was rejected"),
+        ("discord token", "DISCORD_BOT_TOKEN was rejected"),
+        ("discord intent", "Discord refused the Message Content intent"),
+    ],
+)
+async def test_what_a_platform_refuses_ends_the_bot_with_exit_2_and_what_to_do(
+    refused, told, tiny_clip_files, tmp_path
 ):
+    from tests.fake_discord import TOKEN as DISCORD_TOKEN
     from tests.fake_discord import FakeDiscord
 
-    discord_fake, telegram_fake = FakeDiscord(), FakeBotAPI()
+    discord_fake, telegram_fake = FakeDiscord(privileged_intents=False), FakeBotAPI()
     await discord_fake.start()
     await telegram_fake.start()
     env = {
         "TELEGRAM_API_URL": telegram_fake.url,
         "DISCORD_API_URL": discord_fake.api_url,
         "DISCORD_GATEWAY_URL": discord_fake.gateway_url,
-        "TELEGRAM_BOT_TOKEN" if platform == "telegram" else "DISCORD_BOT_TOKEN": "111:wrong",
     }
+    options: list[str] = []
+    if refused == "telegram token":
+        env["TELEGRAM_BOT_TOKEN"] = "111:wrong"
+    elif refused == "discord token":
+        env["DISCORD_BOT_TOKEN"] = "111:wrong"
+    else:  # reading chosen channels needs the intent the portal has off
+        env["DISCORD_BOT_TOKEN"] = DISCORD_TOKEN
+        options = ["--discord-channels", "42"]
     try:
-        process = await start_bot(tiny_clip_files, tmp_path / "bot.sqlite3", env)
+        process = await start_bot(tiny_clip_files, tmp_path / "bot.sqlite3", env, *options)
         output, _ = await asyncio.wait_for(process.communicate(), 120)
     finally:
         await discord_fake.stop()
         await telegram_fake.stop()
     log = output.decode()
     assert process.returncode == 2, log
-    variable = "TELEGRAM_BOT_TOKEN" if platform == "telegram" else "DISCORD_BOT_TOKEN"
-    assert f"{variable} was rejected" in log and "stopped cleanly" not in log
-    assert "111:wrong" not in log
+    assert told in log and "stopped cleanly" not in log
+    assert "111:wrong" not in log and DISCORD_TOKEN not in log
 
 
 async def test_background_work_that_fails_shows_in_healthz(tiny_model, tmp_path):
