@@ -123,6 +123,8 @@ async def _serve(
         if tokens.telegram:
             telegram = await running.enter_async_context(_telegram(service, tokens, args))
             connected["telegram"] = lambda: telegram.updater.running
+            if not args.telegram_webhook_url:
+                supervisor.start("telegram", _telegram_polling(), essential=True)
         if tokens.discord:
             client = await running.enter_async_context(
                 _discord(service, tokens.discord, args, channels, supervisor)
@@ -140,10 +142,25 @@ async def _serve(
         supervisor.stopping()
         # Stop taking updates, let the work in flight finish, then disconnect (stack exit).
         log.info("stopping: finishing the work in flight (at most %.0f s)", args.shutdown_timeout)
-        if telegram:
+        if telegram and telegram.updater.running:  # not when its polling has failed
             await telegram.updater.stop()
         if not await service.drain(args.shutdown_timeout):
             log.warning("gave up waiting for work in flight after %.0f s", args.shutdown_timeout)
+
+
+# python-telegram-bot's name for the task that fetches updates. It ends only when stopped or
+# on an error it does not retry (a revoked token), and keeps that error to itself.
+TELEGRAM_POLLING_TASK = "Updater:start_polling:polling_task"
+
+
+async def _telegram_polling() -> None:
+    """Return or raise when Telegram updates stop coming in, with what stopped them."""
+    polling = next((t for t in asyncio.all_tasks() if t.get_name() == TELEGRAM_POLLING_TASK), None)
+    if polling is None:  # the library renamed it: carry on unwatched rather than stop
+        log.warning("cannot watch Telegram polling: a failure there will not stop the bot")
+        await asyncio.Event().wait()
+    await asyncio.wait([polling])  # waits without cancelling it when this is cancelled
+    polling.result()
 
 
 @contextlib.asynccontextmanager
@@ -171,12 +188,14 @@ async def _telegram(service: HashtagService, tokens: Tokens, args: argparse.Name
             application.bot.username,
             f"webhook on port {args.telegram_webhook_port}" if webhook else "polling",
         )
-        yield application
-        if application.updater.running:
-            await application.updater.stop()
-        if webhook:  # Telegram would keep posting to a bot that is gone
-            await application.bot.delete_webhook()
-        await application.stop()
+        try:
+            yield application
+        finally:
+            if application.updater.running:
+                await application.updater.stop()
+            if webhook:  # Telegram would keep posting to a bot that is gone
+                await application.bot.delete_webhook()
+            await application.stop()
 
 
 def _shard_connected(client, shard_id: int) -> bool:

@@ -241,3 +241,20 @@ def test_every_bot_setting_has_an_environment_equivalent(monkeypatch):
     monkeypatch.setenv("DISCORD_GUILD", "1234")
     args = build_parser().parse_args([])
     assert args.top_k == 5 and args.discord_guild == 1234
+
+
+async def test_a_telegram_token_revoked_while_polling_stops_the_bot(
+    telegram, tiny_clip_files, tmp_path
+):
+    bot = await start_telegram_bot(telegram, tiny_clip_files, tmp_path / "bot.sqlite3")
+    try:
+        await telegram.wait_for("getUpdates", timeout=120)
+        telegram.fail_next("getUpdates", 401, description="Unauthorized")
+        output, _ = await asyncio.wait_for(bot.communicate(), 60)
+    finally:
+        if bot.returncode is None:
+            bot.kill()
+            await bot.wait()
+    log = output.decode()
+    assert bot.returncode == 2, log
+    assert "TELEGRAM_BOT_TOKEN was rejected" in log and "stopped cleanly" not in log
