@@ -345,10 +345,7 @@ async def test_commands_are_synced_and_the_gateway_is_kept_alive(fake, bot):
     names = {command["name"] for command in sync.body}
     assert names == {"tags", "help", "forget", "Suggest hashtags"}
 
-    async def beating() -> bool:
-        return fake.heartbeats >= 1
-
-    await until(beating, "a gateway heartbeat")
+    await until(lambda: fake.heartbeats >= 1, "a gateway heartbeat")
 
 
 async def test_one_guild_sync_and_the_sharded_client(fake, tiny_model, tmp_path):

@@ -219,7 +219,7 @@ async def test_background_work_that_fails_shows_in_healthz(tiny_model, tmp_path)
         runner = await start_health_server(service, {}, "127.0.0.1", port, supervisor.failures)
         try:
             supervisor.start("learner", broken_learner(), essential=False)
-            await until(lambda: _failed(supervisor), "the supervisor to notice")
+            await until(lambda: "learner" in supervisor.failures, "the supervisor to notice")
             status, body = await http_get(f"http://127.0.0.1:{port}/healthz")
             assert status == 503
             assert json.loads(body)["learner"] == "failed: OSError: No space left on device"
@@ -228,10 +228,6 @@ async def test_background_work_that_fails_shows_in_healthz(tiny_model, tmp_path)
             await runner.cleanup()
             await supervisor.stop()
     await store.close()
-
-
-async def _failed(supervisor) -> bool:
-    return "learner" in supervisor.failures
 
 
 def test_every_bot_setting_has_an_environment_equivalent(monkeypatch):

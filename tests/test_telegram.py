@@ -89,11 +89,7 @@ async def processed(fake: FakeBotAPI, service: HashtagService, chat_id=ALICE, **
     already = len(fake.calls_to("sendMessage"))
     await fake.send_message(fake.message(ALICE, chat_id=chat_id, text="/help", **chat))
     await fake.wait_for("sendMessage", already + 1)
-    await until(lambda: _true(service.idle), "the bot to finish the work in flight")
-
-
-async def _true(value: bool) -> bool:
-    return value
+    await until(lambda: service.idle, "the bot to finish the work in flight")
 
 
 def suggestions(fake: FakeBotAPI) -> list[dict]:
