@@ -8,8 +8,10 @@ codes.
 from __future__ import annotations
 
 import asyncio
+import os
 import sys
 from collections.abc import Sequence
+from urllib.parse import urlsplit
 
 from bot.core.blocklist import BlockList, BlockListError
 from bot.lifecycle import run
@@ -17,12 +19,13 @@ from bot.operations.logs import configure_logging
 from bot.operations.supervisor import what_to_do
 from bot.options import build_parser, parse, shard_range
 from bot.store import StoreUnavailable
+from bot.store.records import is_postgres_url
 from bot.store.schema import SchemaTooNew
 from inference.options import MODEL_SETUP_ERRORS
 
 __all__ = ["build_parser", "main", "shard_range"]
 
-EXIT_USAGE = 2
+EXIT_FAILED, EXIT_USAGE = 1, 2
 NO_TOKEN = """\
 No chat platform is configured: set a bot token in the environment.
   Telegram: talk to @BotFather, send /newbot, then
@@ -39,12 +42,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(NO_TOKEN, file=sys.stderr)
         return EXIT_USAGE
     secrets_to_hide = [tokens.telegram, tokens.discord, tokens.webhook_secret]
+    secrets_to_hide.append(database_password(str(args.db)))
     configure_logging(secrets_to_hide, level="WARNING" if args.console else None)
     try:
         blocked = BlockList(args.blocked_hashtags)
     except BlockListError as error:
         parser.error(str(error))
-    from telegram.error import InvalidToken
+    from telegram.error import InvalidToken, NetworkError
 
     try:
         return asyncio.run(run(args, tokens, channels, blocked))
@@ -55,3 +59,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         reason, code = what_to_do(error)
         print(f"error: {reason}", file=sys.stderr)
         return code
+    except NetworkError as error:  # Telegram's getMe at start, after its own retries
+        where = os.environ.get("TELEGRAM_API_URL") or "api.telegram.org"
+        print(
+            f"error: cannot reach Telegram at {where} ({error}): check the network "
+            "(and TELEGRAM_API_URL, if set), then start again",
+            file=sys.stderr,
+        )
+        return EXIT_FAILED
+
+
+def database_password(location: str) -> str | None:
+    """The password in a PostgreSQL URL, a secret like the tokens."""
+    return urlsplit(location).password if is_postgres_url(location) else None

@@ -63,8 +63,16 @@ def build_application(
         api_url = api_url.rstrip("/")
         builder = builder.base_url(f"{api_url}/bot").base_file_url(f"{api_url}/file/bot")
     application = builder.build()
+    logging.getLogger("telegram.request.BaseRequest").addFilter(_without_traceback)
     TelegramAdapter(Conversation(service, PLATFORM)).register(application)
     return application
+
+
+def _without_traceback(record: logging.LogRecord) -> bool:
+    """PTB logs an answer that is not JSON (a web server's 404 page: TELEGRAM_API_URL is not a
+    Bot API) with the traceback of json.loads; the bot then says what it means in one line."""
+    record.exc_info = record.exc_text = None
+    return True
 
 
 class TelegramAdapter:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import os
 from collections.abc import Coroutine
 from typing import Any
 
@@ -36,7 +37,14 @@ def what_to_do(error: BaseException) -> tuple[str, int]:
             "(your app, Bot, Privileged Gateway Intents), or drop --discord-channels",
             EXIT_FIX_SETTINGS,
         )
-    if isinstance(error, InvalidToken):
+    if isinstance(error, InvalidToken):  # a 401, or a 404 when the URL is not a Bot API
+        api_url = os.environ.get("TELEGRAM_API_URL")
+        if api_url:
+            return (
+                f"TELEGRAM_BOT_TOKEN was rejected, or TELEGRAM_API_URL ({api_url}) is not a Bot "
+                "API server: check both (ask @BotFather for the token again)",
+                EXIT_FIX_SETTINGS,
+            )
         return "TELEGRAM_BOT_TOKEN was rejected: ask @BotFather for the token again", (
             EXIT_FIX_SETTINGS
         )
