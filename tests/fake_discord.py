@@ -256,7 +256,7 @@ class FakeDiscord:
             if request.content_type == "application/json" and raw:
                 body = json.loads(raw)
         call = Call(request.method, "/" + request.match_info["path"], body, dict(request.query))
-        status, call.result = self._planned_failure(call) or self._answer(call)
+        status, call.result = self._planned_failure(call) or _too_long(body) or self._answer(call)
         async with self._changed:
             self.calls.append(call)
             self._changed.notify_all()
@@ -429,3 +429,18 @@ def _json(data, status: int = 200) -> web.Response:
     body = json.dumps(data).encode()
     headers = {"Content-Type": "application/json", "Via": "1.1 google"}
     return web.Response(body=body, status=status, headers=headers)
+
+
+MESSAGE_LIMIT = 2000  # characters of content in one message
+
+
+def _too_long(body: object) -> tuple[int, object] | None:
+    """Discord refuses content over its limit, in a message or an interaction response."""
+    if not isinstance(body, dict):
+        return None
+    data = body.get("data")
+    content = body.get("content") or (data.get("content") if isinstance(data, dict) else "")
+    if len(content or "") <= MESSAGE_LIMIT:
+        return None
+    errors = {"content": {"_errors": [{"code": "BASE_TYPE_MAX_LENGTH", "message": "too long"}]}}
+    return 400, {"message": "Invalid Form Body", "code": 50035, "errors": errors}

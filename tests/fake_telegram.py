@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 
 from aiohttp import web
 
+MESSAGE_LIMIT = 4096  # Telegram's, in UTF-16 code units
 TOKEN = "123456789:AAFakeTokenForTests-do-not-log-me"
 BOT_USER = {
     "id": 999_000,
@@ -213,6 +214,9 @@ class FakeBotAPI:
             status, payload = self.failures[method].pop(0)
             await self._record(call)
             return _error(status, payload.pop("description", "failure"), **payload)
+        if len(str(params.get("text", "")).encode("utf-16-le")) // 2 > MESSAGE_LIMIT:
+            await self._record(call)
+            return _error(400, "Bad Request: message is too long")
         handler = getattr(self, f"_method_{method}", None)
         if handler is None:
             await self._record(call)

@@ -163,6 +163,26 @@ async def test_own_hashtags_reply_is_stored_and_comes_back(fake, bot):
     assert "#mycatluna" in again["content"].split()
 
 
+async def test_a_confirmation_too_long_for_discord_is_cut_to_fit(fake, bot):
+    """31 hashtags of 64 letters (a Nitro message holds 4,000 characters): 30 are kept, and
+    the confirmation, longer than Discord's 2,000, is cut to fit instead of refused."""
+    reply = await send_photo(fake, bot, seed=3)
+    reference = {"message_id": reply["id"], "channel_id": reply["channel_id"]}
+    typed = [letter * 64 for letter in "abcdefghijklmnopqrstuvwxyz01234"]
+    text = " ".join(f"#{tag}" for tag in typed)
+    message = fake.message(
+        ALICE, content=text, message_reference=reference, referenced_message=reply
+    )
+    await fake.send_message(message)
+    await fake.wait_for("POST", "/messages", 2)
+    (*_, ack) = replies(fake)
+    assert ack.result.get("code") != 50035, "Discord refused the confirmation"
+    assert len(ack.body["content"]) <= 2000 and ack.body["content"].endswith("…")
+    assert ack.body["content"].startswith(messages.saved([typed[0]]))
+    stored = dict(await bot.top_hashtags(UserRef("discord", str(ALICE)), limit=100))
+    assert len(stored) == 30 and typed[30] not in stored
+
+
 async def test_in_a_server_only_mentions_are_read_and_only_the_author_counts(fake, bot):
     attachment = fake.attachment(jpeg())
     unmentioned = await fake.send_message(fake.message(ALICE, guild=True, attachments=[attachment]))

@@ -435,3 +435,26 @@ async def test_a_shutdown_tells_people_to_try_again(fake, bot):
     (answer,) = await fake.wait_for("answerCallbackQuery")
     assert answer["text"] == messages.RESTARTING
     assert await bot.top_hashtags(UserRef("telegram", str(ALICE))) == []
+
+
+async def test_typed_hashtags_are_capped_per_photo_with_a_plain_message(fake, bot):
+    """A reply of 936 hashtags keeps the first 30 and
+    says so, in a confirmation Telegram accepts; a photo that is full saves nothing more."""
+    reply = await send_photo(fake, seed=5)
+    bot_message = fake.result_of(reply)
+    characters = "abcdefghijklmnopqrstuvwxyz0123456789"
+    typed = [a + b for a in characters[:26] for b in characters]
+    text = "".join(f"#{tag}" for tag in typed)  # 2,808 characters
+    await fake.send_message(fake.message(ALICE, text=text, reply_to_message=bot_message))
+    (*_, ack) = await fake.wait_for("sendMessage", 2)
+    assert fake.result_of(ack), "Telegram refused the confirmation"
+    assert ack["text"].startswith(messages.saved(typed[:30]))
+    assert f"{len(typed) - 30} more did not fit" in ack["text"]
+    await fake.send_message(fake.message(ALICE, text="#onemore", reply_to_message=bot_message))
+    (*_, full) = await fake.wait_for("sendMessage", 3)
+    assert "nothing new was saved" in full["text"]
+    await fake.send_message(fake.message(ALICE, text=f"#{typed[0]}", reply_to_message=bot_message))
+    (*_, again) = await fake.wait_for("sendMessage", 4)
+    assert again["text"] == messages.saved([typed[0]])  # one already kept: said again, stored once
+    stored = dict(await bot.top_hashtags(UserRef("telegram", str(ALICE)), limit=100))
+    assert set(typed[:30]) <= set(stored) and "onemore" not in stored

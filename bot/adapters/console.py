@@ -60,7 +60,7 @@ async def run_console(
                 write(messages.FORGOTTEN if done else messages.NOTHING_TO_FORGET)
                 current = None
             elif line.startswith("#") and current:
-                write(messages.saved(await service.add_own_tags(user, current.id, line)))
+                write(messages.own_tags_saved(await service.add_own_tags(user, current.id, line)))
             elif (line == "y" or line.startswith("y ")) and current:
                 picked = _numbered(line[1:], current.tags)
                 write(messages.saved(await service.accept(user, current.id, picked)))

@@ -22,6 +22,7 @@ from discord import app_commands
 
 from bot.core import messages
 from bot.core.conversation import COMMANDS, Button, Conversation, MessageRef, Photo
+from bot.core.messages import fit
 from bot.core.service import HashtagService, UserRef
 from bot.operations import metrics
 from inference.images import ImageRejected
@@ -30,6 +31,7 @@ log = logging.getLogger(__name__)
 
 PLATFORM = "discord"
 NOTED = "👌"
+MESSAGE_LIMIT = 2000  # characters in one message
 IMAGE_EXTENSIONS = (
     ".jpg",
     ".jpeg",
@@ -222,7 +224,7 @@ class _MessageChat:
     async def say(
         self, text: str, buttons: Sequence[Button] = (), public: bool = False
     ) -> MessageRef:
-        sent = await self.message.reply(text, **_with_view(buttons))
+        sent = await self.message.reply(fit(text, MESSAGE_LIMIT), **_with_view(buttons))
         return MessageRef(str(sent.channel.id), str(sent.id))
 
 
@@ -238,6 +240,7 @@ class _InteractionChat:
         self, text: str, buttons: Sequence[Button] = (), public: bool = False
     ) -> MessageRef | None:
         options = {"ephemeral": not public, **_with_view(buttons)}
+        text = fit(text, MESSAGE_LIMIT)
         if not self.interaction.response.is_done():
             await self.interaction.response.send_message(text, **options)
             return None
@@ -263,7 +266,7 @@ class _Press:
         response = self.interaction.response
         edit: dict[str, Any] = {}
         if text is not None:
-            edit["content"] = text
+            edit["content"] = fit(text, MESSAGE_LIMIT)
         if buttons is not None:
             edit["view"] = _view(buttons) if buttons else None
         if edit:
@@ -281,7 +284,7 @@ class _ReactedMessage:
         self.message = channel.get_partial_message(message_id)
 
     async def notice(self, text: str) -> None:
-        await self.message.reply(text)
+        await self.message.reply(fit(text, MESSAGE_LIMIT))
 
     async def set_noted(self, noted: bool) -> None:
         if noted:

@@ -36,6 +36,7 @@ from telegram.ext import (
 )
 
 from bot.core.conversation import Button, Conversation, MessageRef, Photo
+from bot.core.messages import fit
 from bot.core.service import HashtagService
 from bot.operations import metrics
 from inference.images import ImageRejected
@@ -48,6 +49,7 @@ ALLOWED_UPDATES = ["message", "callback_query", "message_reaction"]
 ALBUM_WAIT_SECONDS = 1.0  # an album arrives as separate updates, close together
 NOTED = "👌"
 SEND_RETRIES = 3
+MESSAGE_LIMIT = 4096  # characters in one message (UTF-16 code units)
 
 
 def build_application(
@@ -206,7 +208,7 @@ class _Chat:
     async def say(
         self, text: str, buttons: Sequence[Button] = (), public: bool = False
     ) -> MessageRef:
-        markup = _keyboard(buttons) if buttons else None
+        markup, text = _keyboard(buttons) if buttons else None, fit(text, MESSAGE_LIMIT)
         sent = await _send(
             lambda: self.message.reply_text(text, do_quote=True, reply_markup=markup)
         )
@@ -236,6 +238,7 @@ class _Press:
         await self.query.answer(notice)
         markup = None if buttons is None else _keyboard(buttons)
         if text is not None:
+            text = fit(text, MESSAGE_LIMIT)
             await _send(lambda: self.query.edit_message_text(text, reply_markup=markup))
         elif buttons is not None:
             await _send(lambda: self.query.edit_message_reply_markup(markup))
@@ -246,6 +249,7 @@ class _ReactedMessage:
         self.bot, self.chat_id, self.message_id = bot, chat_id, message_id
 
     async def notice(self, text: str) -> None:
+        text = fit(text, MESSAGE_LIMIT)
         await _send(
             lambda: self.bot.send_message(self.chat_id, text, reply_to_message_id=self.message_id)
         )

@@ -250,8 +250,11 @@ class Conversation:
 
         async def add_own_tags() -> None:
             suggestion = await self.service.find_by_reply(self.platform, to.chat_id, to.message_id)
-            tags = await self.service.add_own_tags(sender, suggestion.id, text)
-            await chat.say(messages.saved(tags) if tags else messages.NO_HASHTAGS_IN_REPLY)
+            result = await self.service.add_own_tags(sender, suggestion.id, text)
+            if result.saved or result.left_out:
+                await chat.say(messages.own_tags_saved(result))
+            else:
+                await chat.say(messages.NO_HASHTAGS_IN_REPLY)
 
         await self._handle("reply", chat.say, add_own_tags)
 

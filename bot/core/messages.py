@@ -6,7 +6,9 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 
 from bot.core.service import (
+    MAX_OWN_TAGS_PER_PHOTO,
     NotYourSuggestion,
+    OwnTags,
     RateLimited,
     UnknownSuggestion,
     hashtag_text,
@@ -49,6 +51,21 @@ def saved(tags: list[str]) -> str:
     return f"✅ Saved: {hashtag_text(tags)}" if tags else "Nothing was selected."
 
 
+def own_tags_saved(result: OwnTags) -> str:
+    if not result.saved:
+        return (
+            f"This photo already has {MAX_OWN_TAGS_PER_PHOTO} of your own hashtags, the most "
+            "I keep for one photo; nothing new was saved."
+        )
+    text = saved(result.saved)
+    if result.left_out:
+        text += (
+            f"\n{result.left_out} more did not fit: I keep at most {MAX_OWN_TAGS_PER_PHOTO} of "
+            "your own hashtags for one photo."
+        )
+    return text
+
+
 def rejected(tags: list[str]) -> str:
     return f"👎 Noted, not these: {hashtag_text(tags)}"
 
@@ -88,6 +105,25 @@ async def explained(send: Callable[[str], Awaitable[object]]) -> AsyncIterator[N
             raise  # counted and logged by the adapter's error handler
         metrics.ERRORS.labels(type(error).__name__).inc()
         await send(text)
+
+
+def fit(text: str, limit: int) -> str:
+    """`text` cut to what one message can hold (Telegram 4,096, Discord 2,000 characters),
+    at a space when there is one near, with an ellipsis. Length is counted in UTF-16 units,
+    as Telegram counts it (an emoji is two), which is never less than Discord's count."""
+    if _utf16_length(text) <= limit:
+        return text
+    kept = text[: limit - 1]
+    while _utf16_length(kept) > limit - 1:
+        kept = kept[:-1]
+    space = kept.rfind(" ")
+    if space > len(kept) - 100:
+        kept = kept[:space]
+    return kept + "…"
+
+
+def _utf16_length(text: str) -> int:
+    return len(text.encode("utf-16-le")) // 2
 
 
 # Tag buttons carry their own state in their label ("✅ #beach" / "▫️ #beach"), so a keyboard

@@ -33,6 +33,12 @@ from inference.images import ImageRejected
 from inference.vocab import normalize_hashtag
 
 MAX_TAG_LENGTH = 64
+# A person's own hashtags on one photo (typed in replies and in the caption, together): 30 is
+# what Instagram allowed before it cut posts to five, so no real post needs more. The cap
+# keeps one photo's answers small to store, to re-read after each answer, and to confirm in
+# one message.
+MAX_OWN_TAGS_PER_PHOTO = 30
+OWN_TAG_SOURCES = ("typed", "caption")
 THUMBS_UP, THUMBS_DOWN = "👍", "👎"
 # What a reaction on a suggestion means; 👍 first, so it wins if both arrive at once.
 REACTION_VERDICTS = {THUMBS_UP: VERDICT_ACCEPT, THUMBS_DOWN: VERDICT_REJECT}
@@ -57,6 +63,12 @@ class Suggestion:
     def text(self) -> str:
         """Plain, copyable hashtags: `#beach #sunset ...`."""
         return hashtag_text(tag for tag, _ in self.tags)
+
+
+@dataclass(frozen=True)
+class OwnTags:
+    saved: list[str]  # what is now stored as the person's own, in the order they wrote it
+    left_out: int  # new hashtags that did not fit under MAX_OWN_TAGS_PER_PHOTO
 
 
 class NotYourSuggestion(PermissionError):
@@ -196,7 +208,7 @@ class HashtagService:
             post.encoder,
         )
         metrics.SHOWN.labels(post.model_version).inc()
-        caption_tags = extract_hashtags(caption) if record_caption else []
+        caption_tags = extract_hashtags(caption)[:MAX_OWN_TAGS_PER_PHOTO] if record_caption else []
         if caption_tags:
             stored = StoredSuggestion(
                 suggestion_id, user_id, user.platform, entries, None, None, 0.0, post.model_version
@@ -259,13 +271,20 @@ class HashtagService:
     ) -> list[str]:
         return await self._judge(user, suggestion_id, tags, VERDICT_REJECT, source)
 
-    async def add_own_tags(self, user: UserRef, suggestion_id: int, text: str) -> list[str]:
-        """The #hashtags a person typed for a photo, vocabulary or not."""
+    async def add_own_tags(self, user: UserRef, suggestion_id: int, text: str) -> OwnTags:
+        """The #hashtags a person typed for a photo, vocabulary or not, up to
+        MAX_OWN_TAGS_PER_PHOTO of their own on it (the first ones they wrote)."""
         suggestion, user_id = await self.owned_suggestion(user, suggestion_id)
-        tags = extract_hashtags(text)
-        if tags:
-            await self._record(suggestion, user_id, tags, VERDICT_ACCEPT, "typed")
-        return tags
+        typed = extract_hashtags(text)
+        if not typed:
+            return OwnTags([], 0)
+        already = await self.store.feedback_tags(suggestion.id, OWN_TAG_SOURCES)
+        new = [tag for tag in typed if tag not in already]
+        fits = set(new[: max(0, MAX_OWN_TAGS_PER_PHOTO - len(already))])
+        saved = [tag for tag in typed if tag in already or tag in fits]
+        if saved:
+            await self._record(suggestion, user_id, saved, VERDICT_ACCEPT, "typed")
+        return OwnTags(saved, len(new) - len(fits))
 
     async def undo(
         self, user: UserRef, suggestion_id: int, source: str, verdict: int | None = None

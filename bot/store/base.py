@@ -222,6 +222,18 @@ class Store(ABC):
             )
         return bool(rows)
 
+    async def feedback_tags(self, suggestion_id: int, sources: Sequence[str]) -> set[str]:
+        """The tags these sources (e.g. typed and caption) gave a verdict on, on one photo."""
+        marks = ", ".join("?" * len(sources))
+        async with self._reading() as db:
+            rows = await db.fetch(
+                "SELECT DISTINCT tag FROM feedback "
+                f"WHERE suggestion_id = ? AND source IN ({marks})",
+                suggestion_id,
+                *sources,
+            )
+        return {row[0] for row in rows}
+
     async def user_history(self, user_id: int, suggestion_id: int | None = None) -> UserHistory:
         """The person's answered photos; with `suggestion_id`, only that one (if answered)."""
         only_one = " AND f.suggestion_id = ?" if suggestion_id is not None else ""
