@@ -39,26 +39,26 @@ log = logging.getLogger("bot")
 async def run(
     args: argparse.Namespace, tokens: Tokens, channels: list[int], blocked: BlockList
 ) -> int:
-    served_dir = wiring.served_checkpoint(args)
-    stamp = checkpoint_stamp(served_dir) if served_dir else None
-    load = wiring.checkpoint_loader(args)
-    source = served_dir if stamp else args.checkpoint
-    if source:
-        model, version = load(source)
-    else:
-        model, _ = load_model_from_args(args)
-        version = wiring.base_version(args) + wiring.backend_mark(model, args)
-    store = await Store.open(args.db)
-    engine = InferenceEngine(
-        model,
-        serving_device(args.device),  # where load_model_from_args put the model
-        version=version,
-        on_decode=metrics.record_decode,
-        on_batch=metrics.record_batch,
-    )
-    metrics.watch_queue(engine)
+    store = await Store.open(args.db)  # first: a wrong --db fails before the model loads
     supervisor = Supervisor()
     try:
+        served_dir = wiring.served_checkpoint(args)
+        stamp = checkpoint_stamp(served_dir) if served_dir else None
+        load = wiring.checkpoint_loader(args)
+        source = served_dir if stamp else args.checkpoint
+        if source:
+            model, version = load(source)
+        else:
+            model, _ = load_model_from_args(args)
+            version = wiring.base_version(args) + wiring.backend_mark(model, args)
+        engine = InferenceEngine(
+            model,
+            serving_device(args.device),  # where load_model_from_args put the model
+            version=version,
+            on_decode=metrics.record_decode,
+            on_batch=metrics.record_batch,
+        )
+        metrics.watch_queue(engine)
         async with engine, contextlib.AsyncExitStack() as background:
             background.push_async_callback(supervisor.stop)
             if served_dir:
@@ -82,6 +82,7 @@ async def run(
                 store,
                 blocked=blocked,
                 top_k=args.top_k,
+                profile_cache_bytes=int(args.profile_cache_mb * 1024 * 1024),
                 rate_limit=None
                 if args.console
                 else RateLimit(per_minute=args.rate_per_minute, burst=args.rate_burst),

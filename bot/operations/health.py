@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 from collections.abc import Callable
 
@@ -9,7 +11,9 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from bot.core.service import HashtagService
-from bot.store import StoreUnavailable
+from bot.store import Store, StoreUnavailable
+
+PROBE_EVERY_SECONDS = 30.0
 
 
 async def start_health_server(
@@ -24,12 +28,11 @@ async def start_health_server(
     failures = {} if failures is None else failures
 
     async def healthz(request: web.Request) -> web.Response:
-        checks = {"model": "loaded" if service.engine.running else "not running"}
-        try:
-            await service.store.check_writable()
-            checks["database"] = "writable"
-        except StoreUnavailable as error:
-            checks["database"] = str(error)
+        """From state already held: it answers in milliseconds whatever the database does."""
+        checks = {
+            "model": "loaded" if service.engine.running else "not running",
+            "database": service.store.health.status,
+        }
         for name, connected in platforms.items():
             checks[name] = "connected" if connected() else "disconnected"
         healthy = checks["model"] == "loaded" and checks["database"] == "writable"
@@ -46,9 +49,33 @@ async def start_health_server(
         return web.Response(body=generate_latest(), headers={"Content-Type": CONTENT_TYPE_LATEST})
 
     app = web.Application()
+    app.cleanup_ctx.append(_probing(service.store))
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/metrics", metrics)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     await web.TCPSite(runner, host, port).start()
     return runner
+
+
+async def _probe_when_quiet(store: Store, every: float) -> None:
+    """A write transaction of its own when the database has been quiet for `every` seconds, so
+    a disk that filled up or a file that became read-only meanwhile shows in /healthz."""
+    quiet_for = 0.0  # the first probe at once: nothing may have been written since the start
+    while True:
+        if store.health.idle_for() >= quiet_for:
+            with contextlib.suppress(StoreUnavailable):  # already in store.health
+                await store.check_writable()
+        quiet_for = every
+        await asyncio.sleep(every)
+
+
+def _probing(store: Store, every: float = PROBE_EVERY_SECONDS):
+    async def context(app: web.Application):
+        task = asyncio.create_task(_probe_when_quiet(store, every), name="database probe")
+        yield
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+    return context

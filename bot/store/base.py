@@ -8,6 +8,7 @@ acknowledge feedback to a person only after the write returned.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from abc import ABC, abstractmethod
 from collections import Counter
@@ -19,6 +20,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from bot.core.trust import personal_order_won
+from bot.store.health import StoreHealth
 from bot.store.records import (
     AnsweredPhoto,
     AnsweredPhotos,
@@ -46,6 +48,8 @@ class Connection(Protocol):
 
 
 class Store(ABC):
+    health: StoreHealth  # how its transactions ended, for /healthz (each back end sets it)
+
     @staticmethod
     async def open(location: str | Path, **options: Any) -> Store:
         """A SQLite file path, or a PostgreSQL URL (`postgresql://user@host/db`, or
@@ -244,22 +248,8 @@ class Store(ABC):
                 f"WHERE f.user_id = ?{only_one} ORDER BY f.suggestion_id, f.created_at",
                 *((user_id,) if suggestion_id is None else (user_id, suggestion_id)),
             )
-        photos: dict[int, tuple[float, bytes, dict[str, int], int]] = {}
-        for suggestion_id, tag, verdict, created_at, embedding, won in rows:
-            photo = photos.setdefault(suggestion_id, (created_at, embedding, {}, won))
-            photo[2][tag] = verdict  # rows come oldest first: the latest verdict wins
-        times = np.array([p[0] for p in photos.values()], dtype=np.float64)
-        vectors = [np.frombuffer(p[1], dtype=np.float16) for p in photos.values()]
-        embeddings = (
-            np.stack(vectors).astype(np.float32) if vectors else np.zeros((0, 0), np.float32)
-        )
-        return UserHistory(
-            times,
-            embeddings,
-            [p[2] for p in photos.values()],
-            list(photos),
-            [p[3] for p in photos.values()],
-        )
+        # Arranging a long history takes a while: not on the event loop.
+        return await asyncio.to_thread(_history_from_rows, rows)
 
     async def personalisation_record(self) -> tuple[int, int]:
         """Everyone's answered photos where personalisation won, and where it lost: a running
@@ -376,3 +366,21 @@ async def _answers_changed(db: Connection, suggestion_id: int) -> None:
             (won < 0) - (was < 0),
         )
     await db.execute("UPDATE users SET history_version = history_version + 1 WHERE id = ?", user_id)
+
+
+def _history_from_rows(rows: Sequence[Sequence[Any]]) -> UserHistory:
+    """A person's rows (oldest first) as one UserHistory: the latest verdict per tag wins."""
+    photos: dict[int, tuple[float, bytes, dict[str, int], int]] = {}
+    for suggestion_id, tag, verdict, created_at, embedding, won in rows:
+        photo = photos.setdefault(suggestion_id, (created_at, embedding, {}, won))
+        photo[2][tag] = verdict  # rows come oldest first: the latest verdict wins
+    times = np.array([p[0] for p in photos.values()], dtype=np.float64)
+    vectors = [np.frombuffer(p[1], dtype=np.float16) for p in photos.values()]
+    embeddings = np.stack(vectors).astype(np.float32) if vectors else np.zeros((0, 0), np.float32)
+    return UserHistory(
+        times,
+        embeddings,
+        [p[2] for p in photos.values()],
+        list(photos),
+        [p[3] for p in photos.values()],
+    )

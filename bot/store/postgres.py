@@ -21,6 +21,7 @@ from urllib.parse import urlsplit
 import asyncpg
 
 from bot.store.base import Store
+from bot.store.health import StoreHealth
 from bot.store.records import StoreUnavailable
 from bot.store.schema import check_not_newer, migrations
 
@@ -70,6 +71,7 @@ class _Connection:
 class PostgresStore(Store):
     def __init__(self, pool: asyncpg.Pool):
         self._pool = pool
+        self.health = StoreHealth()
 
     @classmethod
     async def connect(cls, url: str, pool_size: int = POOL_SIZE) -> PostgresStore:
@@ -83,7 +85,10 @@ class PostgresStore(Store):
                 "runs and the --db URL (user, host, database) is right."
             ) from None
         try:
-            async with _unavailable_on_postgres_errors(), pool.acquire() as connection:
+            async with (
+                _unavailable_on_postgres_errors(StoreHealth()),
+                pool.acquire() as connection,
+            ):
                 await _migrate(connection)
         except BaseException:
             await pool.close()
@@ -95,17 +100,25 @@ class PostgresStore(Store):
 
     @asynccontextmanager
     async def _reading(self) -> AsyncIterator[_Connection]:
-        async with _unavailable_on_postgres_errors(), self._pool.acquire() as connection:
+        async with (
+            _unavailable_on_postgres_errors(self.health),
+            self._pool.acquire() as connection,
+        ):
             yield _Connection(connection)
 
     @asynccontextmanager
     async def _transaction(self) -> AsyncIterator[_Connection]:
-        async with (
-            _unavailable_on_postgres_errors(),
-            self._pool.acquire() as connection,
-            connection.transaction(),
-        ):
-            yield _Connection(connection)
+        self.health.waiting += 1
+        try:
+            async with (
+                _unavailable_on_postgres_errors(self.health),
+                self._pool.acquire() as connection,
+                connection.transaction(),
+            ):
+                yield _Connection(connection)
+            self.health.wrote()
+        finally:
+            self.health.waiting -= 1
 
 
 async def _migrate(connection: asyncpg.Connection) -> int:
@@ -145,21 +158,36 @@ def _where(url: str) -> str:
 
 
 @asynccontextmanager
-async def _unavailable_on_postgres_errors() -> AsyncIterator[None]:
+async def _unavailable_on_postgres_errors(health: StoreHealth) -> AsyncIterator[None]:
+    """The server's errors that an operator (or a person waiting) can act on, as
+    StoreUnavailable, each also kept for /healthz."""
     try:
         yield
-    except asyncpg.DiskFullError as error:
-        raise StoreUnavailable(
+    except Exception as error:
+        problem, damaged = _explain(error)
+        if problem is None:
+            raise
+        health.failed(problem, damaged)
+        raise StoreUnavailable(problem) from error
+
+
+def _explain(error: Exception) -> tuple[str | None, bool]:
+    if isinstance(error, asyncpg.DataCorruptedError | asyncpg.IndexCorruptedError):
+        return (
+            f"The database is damaged ({error}), so nothing can be read or saved; the operator "
+            "must restore it from a backup.",
+            True,
+        )
+    if isinstance(error, asyncpg.DiskFullError):
+        return (
             "The database server's disk is full, so nothing can be saved; the operator must "
-            "free space."
-        ) from error
-    except _BUSY as error:
-        raise StoreUnavailable(
-            "The database is busy right now; please try again in a moment."
-        ) from error
-    except asyncpg.ReadOnlySQLTransactionError as error:
-        raise StoreUnavailable(f"The database cannot be written ({error}).") from error
-    except _UNREACHABLE as error:
-        raise StoreUnavailable(
-            "The database cannot be reached right now; please try again in a moment."
-        ) from error
+            "free space.",
+            False,
+        )
+    if isinstance(error, _BUSY):
+        return "The database is busy right now; please try again in a moment.", False
+    if isinstance(error, asyncpg.ReadOnlySQLTransactionError):
+        return f"The database cannot be written ({error}).", False
+    if isinstance(error, _UNREACHABLE):
+        return "The database cannot be reached right now; please try again in a moment.", False
+    return None, False
