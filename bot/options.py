@@ -54,6 +54,14 @@ def build_parser() -> argparse.ArgumentParser:
         default=os.environ.get("HASHTAG_TOP_K", "10"),
         help="hashtags per suggestion (default 10; $HASHTAG_TOP_K)",
     )
+    parser.add_argument(
+        "--profile-cache-mb",
+        type=float,
+        default=os.environ.get("HASHTAG_PROFILE_CACHE_MB", "256"),
+        metavar="MB",
+        help="memory for the profiles of recent people, kept between their photos (default "
+        "256, about 60,000 answered photos in all; $HASHTAG_PROFILE_CACHE_MB)",
+    )
     limits = parser.add_argument_group("rate limit (chat platforms; the console has none)")
     limits.add_argument(
         "--rate-per-minute",
@@ -237,6 +245,8 @@ def parse(
         parser.error("--learn-every takes a positive number of hours")
     if args.min_people < 1 or args.min_days < 1:
         parser.error("--min-people and --min-days must be at least 1")
+    if args.profile_cache_mb < 0:
+        parser.error("--profile-cache-mb cannot be negative (0 keeps no profile in memory)")
     if not 1 <= args.top_k <= 100:
         parser.error("--top-k takes 1 to 100 hashtags per suggestion")
     if args.watch_interval <= 0 or args.shutdown_timeout < 0:

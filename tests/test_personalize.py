@@ -196,3 +196,17 @@ def test_an_answer_changes_one_row_of_a_ten_thousand_photo_profile():
     changed = np.flatnonzero(big.accepted_weight[: len(before)] != before)
     assert [big.tags[i] for i in changed] == ["tag1"]
     assert big.tags[len(before) :] == [f"new{i}" for i in range(30)]
+
+
+def test_a_profiles_nbytes_is_what_it_really_holds():
+    """The profile cache is budgeted by nbytes, so nbytes must track real memory (tracemalloc),
+    within a quarter either way, for a heavy person with 10,000 photos."""
+    import tracemalloc
+
+    now = time.time()
+    history = heavy_history(np.random.default_rng(0), now)
+    tracemalloc.start()
+    built = UserProfile.from_history(history, now, Weights())
+    held = tracemalloc.get_traced_memory()[0]
+    tracemalloc.stop()
+    assert 0.75 * held <= built.nbytes <= 1.25 * held, (built.nbytes, held)

@@ -177,3 +177,25 @@ async def test_an_answer_updates_the_cached_profile_without_rereading_the_histor
     again = [tag for tag, _ in (await service.suggest(ALICE, [photo])).tags]
     assert "lunaonthebeach" in again and first.tags[0][0] not in again[:1]
     assert reads == [None, first.id, first.id]  # one whole history, then one photo per answer
+
+
+async def test_the_profile_cache_stays_within_its_byte_budget(tiny_model, tmp_path):
+    """People with answered photos, through the real service: the cache never holds more bytes
+    than its budget, the least recently seen go first, and a person too big to keep still
+    gets personalised suggestions."""
+    store = await Store.open(tmp_path / "bot.sqlite3")
+    async with InferenceEngine(tiny_model, torch.device("cpu")) as engine:
+        service = HashtagService(engine, store, rate_limit=None, profile_cache_bytes=10_000)
+        people = [UserRef("telegram", str(n)) for n in range(6)]
+        for seed, person in enumerate(people):
+            for photo in range(4):
+                suggestion = await service.suggest(person, [jpeg(seed=seed * 10 + photo)])
+                await service.add_own_tags(person, suggestion.id, f"#mine{seed}")
+            await service.suggest(person, [jpeg(seed=seed)])
+            cache = service._profiles
+            assert cache.nbytes <= 10_000 and len(cache) >= 1
+        assert service._profiles.get(1) is None  # the first people made room for the last
+        service._profiles.budget_bytes = 100  # smaller than anyone's profile
+        again = await service.suggest(people[0], [jpeg(seed=0)])
+        assert "mine0" in [tag for tag, _ in again.tags] and service._profiles.get(1) is None
+    await store.close()

@@ -83,6 +83,12 @@ class GlobalPrior:
         return np.log(smoothed) - np.log(long_term)
 
 
+# Per photo row: two small index arrays, a dict entry and three list slots; per tag: a dict
+# entry, a list slot and the string.
+ROW_OVERHEAD_BYTES = 400
+TAG_OVERHEAD_BYTES = 200
+
+
 class UserProfile:
     """A person's history, arranged for fast ranking, and updated in place as they answer.
 
@@ -120,6 +126,18 @@ class UserProfile:
     @property
     def photos(self) -> int:
         return len(self.accepted_rows)
+
+    @property
+    def nbytes(self) -> int:
+        """About how much memory the profile holds, for the cache's byte budget: its arrays,
+        and what Python spends on each photo row and each tag besides (measured with
+        tracemalloc in tests/test_personalize.py)."""
+        arrays = (self._embeddings, self._weights, self.accepted_weight, self.rejected_weight)
+        return (
+            sum(array.nbytes for array in arrays)
+            + ROW_OVERHEAD_BYTES * self.photos
+            + TAG_OVERHEAD_BYTES * len(self.tags)
+        )
 
     @property
     def embeddings(self) -> np.ndarray:

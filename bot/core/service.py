@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 import re
 import time
-from collections import Counter, OrderedDict
+from collections import Counter
 from collections.abc import AsyncIterator, Iterable, Sequence
 from dataclasses import dataclass, replace
 
@@ -19,6 +19,8 @@ import numpy as np
 
 from bot.core.blocklist import BlockList
 from bot.core.personalize import GlobalPrior, UserProfile, Weights, rank
+from bot.core.profile_cache import DEFAULT_BUDGET_BYTES as DEFAULT_PROFILE_CACHE_BYTES
+from bot.core.profile_cache import ProfileCache
 from bot.core.ratelimit import RateLimit, RateLimiter
 from bot.operations import metrics
 from bot.store import (
@@ -104,7 +106,7 @@ class HashtagService:
         weights: Weights | None = None,
         top_k: int = 10,
         rate_limit: RateLimit | None = DEFAULT_RATE_LIMIT,
-        profile_cache_size: int = 2048,
+        profile_cache_bytes: int = DEFAULT_PROFILE_CACHE_BYTES,
         global_prior_ttl: float = 300.0,
         blocked: BlockList | None = None,
     ):
@@ -117,8 +119,7 @@ class HashtagService:
         self._rate_limiter = RateLimiter(rate_limit) if rate_limit else None
         # Each cached profile with the store's history_version it reflects, so answers stored
         # by another process sharing the database are noticed (one primary-key read a photo).
-        self._profiles: OrderedDict[int, tuple[UserProfile, int]] = OrderedDict()
-        self._profile_cache_size = profile_cache_size
+        self._profiles = ProfileCache(profile_cache_bytes)
         self._global_prior: GlobalPrior | None = None
         self._global_prior_time = 0.0
         self._global_prior_ttl = global_prior_ttl
@@ -372,7 +373,7 @@ class HashtagService:
         if user_id is None:
             return False
         await self.store.forget_user(user_id)
-        self._profiles.pop(user_id, None)
+        self._profiles.pop(user_id)
         return True
 
     # --- caches ------------------------------------------------------------------------
@@ -388,12 +389,11 @@ class HashtagService:
             photo = await self.store.user_history(user_id, suggestion_id)
             version = await self.store.history_version(user_id)
         except StoreUnavailable:
-            self._profiles.pop(user_id, None)  # the answer is stored; rebuild on the next photo
+            self._profiles.pop(user_id)  # the answer is stored; rebuild on the next photo
             return
         if version != known_version + 1:  # another change came in meanwhile: rebuild
-            self._profiles.pop(user_id, None)
+            self._profiles.pop(user_id)
             return
-        self._profiles[user_id] = (profile, version)
         if photo.photos:
             # With whether personalisation won on it, or earned trust would stand still.
             won = photo.evidence[0] if photo.evidence else 0
@@ -402,18 +402,21 @@ class HashtagService:
             )
         else:
             profile.remove_photo(suggestion_id)
+        self._profiles.put(user_id, profile, version)  # measured again: it may have grown
 
     async def _profile(self, user_id: int) -> UserProfile:
         version = await self.store.history_version(user_id)
-        profile, known_version = self._profiles.pop(user_id, (None, -1))
+        profile, known_version = self._profiles.get(user_id) or (None, -1)
         if profile is not None and time.time() - profile.now > PROFILE_MAX_AGE:
             profile = None  # time decay is computed from when it was built
         if profile is None or known_version != version:
             history = await self.store.user_history(user_id)
-            profile = UserProfile.from_history(history, time.time(), self.weights)
-        self._profiles[user_id] = (profile, version)
-        if len(self._profiles) > self._profile_cache_size:
-            self._profiles.popitem(last=False)
+            # A long history takes a while (a second at 30,000 photos): not on the event loop,
+            # where every other person's photo and answer would wait for it.
+            profile = await asyncio.to_thread(
+                UserProfile.from_history, history, time.time(), self.weights
+            )
+            self._profiles.put(user_id, profile, version)
         return profile
 
     async def _prior(self, vocabulary_size: int) -> GlobalPrior:
