@@ -224,7 +224,13 @@ def write_config(model: HashtagModel, directory: Path) -> None:
 
 
 def load_checkpoint(directory: Path) -> HashtagModel:
-    """Load a checkpoint directory. Only safetensors are read: nothing here can run code."""
+    """Load a checkpoint directory. Only safetensors are read: nothing here can run code.
+
+    A checkpoint may come from anyone, so nothing it claims is allocated before it is checked:
+    config.json field by field (ModelSpec.from_file), then the model is laid out on the meta
+    device (no memory) and its tensor shapes compared with the weights file's header. Memory
+    then follows the file, never a size config.json merely states.
+    """
     directory = Path(directory)
     config_path, weights_path = directory / CONFIG_FILE, directory / WEIGHTS_FILE
     for path in (config_path, weights_path):
@@ -233,15 +239,67 @@ def load_checkpoint(directory: Path) -> HashtagModel:
                 f"{path} is missing: --checkpoint expects a directory written by "
                 "`python -m finetune` (config.json + model.safetensors)"
             )
+    spec = ModelSpec.from_file(config_path)  # a ModelLoadError naming the field
     try:
-        spec = ModelSpec.from_file(config_path)
+        return _checkpoint_model(spec, weights_path).eval()
+    except BUILD_ERRORS as error:
+        raise ModelLoadError(
+            f"checkpoint {directory} cannot be loaded: {one_line(error)}"
+        ) from None
+
+
+# What torch and safetensors raise on a file they cannot use.
+FILE_ERRORS = (
+    AttributeError, KeyError, OSError, RuntimeError, SafetensorError, TypeError, ValueError
+)  # fmt: skip
+# Building from a checkpoint's config: open_clip also asserts on values it does not know.
+BUILD_ERRORS = (AssertionError, *FILE_ERRORS)
+
+
+def _checkpoint_model(spec: ModelSpec, weights_path: Path) -> HashtagModel:
+    """The model config.json describes, holding the file's tensors once they are known to fit."""
+
+    def build() -> HashtagModel:
         visual = build_vision_tower(spec.model_cfg)
         head = nn.Linear(spec.model_cfg["embed_dim"], len(spec.vocabulary))
-        model = HashtagModel(visual, head, spec)
-        model.load_state_dict(load_file(weights_path))
-    except (ValueError, KeyError, TypeError, RuntimeError, SafetensorError) as error:
-        raise ModelLoadError(f"checkpoint {directory} cannot be loaded: {error}") from None
-    return model.eval()
+        return HashtagModel(visual, head, spec)
+
+    with torch.device("meta"):
+        model = build()
+    expected = {name: tuple(tensor.shape) for name, tensor in model.state_dict().items()}
+    with safe_open(str(weights_path), framework="pt") as file:
+        found = {
+            name: tuple(file.get_slice(name).get_shape())
+            for name in file.keys()  # noqa: SIM118 (safe_open is not iterable)
+        }
+    if found != expected:
+        raise ValueError(
+            f"{weights_path.name} does not match config.json: {_mismatch(expected, found)}"
+        )
+    state = load_file(weights_path)
+    model.load_state_dict(state, assign=True)
+    if any(tensor.is_meta for tensor in (*model.parameters(), *model.buffers())):
+        # A buffer computed when built, not stored: build it for real. The file matched the
+        # model's shapes, so this takes what the file's size announced.
+        model = build()
+        model.load_state_dict(state)
+    return model.float()  # as a model built in float32 would hold a float16 file's tensors
+
+
+def _mismatch(expected: dict[str, tuple], found: dict[str, tuple]) -> str:
+    """The first difference between the tensors the config implies and those in the file."""
+    if missing := sorted(expected.keys() - found.keys()):
+        return f"it lacks {missing[0]} ({len(missing)} tensors missing)"
+    if extra := sorted(found.keys() - expected.keys()):
+        return f"it holds {extra[0]}, which the model has no place for"
+    name = next(name for name in sorted(expected) if expected[name] != found[name])
+    return f"{name} is {list(found[name])} in the file, {list(expected[name])} by config.json"
+
+
+def one_line(error: BaseException, longest: int = 300) -> str:
+    """An exception's message on one line, cut: some libraries explain over many lines."""
+    text = " ".join(str(error).split()) or type(error).__name__
+    return text if len(text) <= longest else text[: longest - 3] + "..."
 
 
 def prepare_for_inference(
