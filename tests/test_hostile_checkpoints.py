@@ -2,10 +2,13 @@
 field is refused before anything is allocated, with exit status 2 and one line naming it."""
 
 import json
+import os
+import pickle
 import subprocess
 import sys
 
 import pytest
+import torch
 
 from inference.cli import main
 from inference.loading import save_checkpoint
@@ -136,6 +139,35 @@ def test_the_onnx_backend_checks_the_same_config(checkpoint, photo, capsys):
     corrupt(checkpoint, setting("preprocess", "size", 30000))
     status, err = serve(checkpoint, photo, capsys, "--backend", "onnx")
     assert status == 2 and "preprocess.size" in err and len(err.splitlines()) == 1
+
+
+class RunsCode:
+    def __reduce__(self):
+        return (os.system, ("echo this-ran",))
+
+
+@pytest.mark.parametrize("payload", ["code", "garbage", "list", "empty"])
+def test_refused_weights_files_are_a_clear_error(tiny_clip_files, photo, tmp_path, payload):
+    """A .pt that torch's weights_only loader refuses (code), or cannot be read as weights."""
+    config_path, _ = tiny_clip_files
+    weights = tmp_path / "weights.pt"
+    if payload == "code":
+        torch.save({"visual.proj": RunsCode()}, weights)
+    elif payload == "garbage":
+        weights.write_bytes(pickle.dumps("not weights")[:5])
+    else:
+        torch.save([] if payload == "list" else {}, weights)
+    result = subprocess.run(
+        [sys.executable, "-m", "inference", "--model", config_path, "--pretrained",
+         str(weights), "--device", "cpu", "--backend", "torch", photo],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert result.returncode == 2, result.stderr
+    assert "this-ran" not in result.stdout + result.stderr
+    assert "Traceback" not in result.stderr
+    assert f"--pretrained {str(weights)!r}" in result.stderr
+    if payload == "code":
+        assert "nothing in it was run" in result.stderr
 
 
 def test_python_dash_m_bot_refuses_a_hostile_checkpoint_with_exit_2(checkpoint, tmp_path):
