@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
+import pickle
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -71,27 +73,14 @@ def load_zero_shot(
     model_cfg = open_clip.get_model_config(name)
     key = zero_shot_key(model, pretrained, vocabulary)
     cache_dir = cache_dir or default_cache_dir()
-    weights = _safetensors_weights(name, pretrained, tag)
-    head = cached_zero_shot_head(key, cache_dir)
-    if head is None and weights is not None:
-        head = _head_from_text_tower(name, weights, vocabulary, key, cache_dir)
-    vision = None
-    if head is not None and weights is not None:
-        vision = _vision_tower_only(weights, tag, model_cfg)
-    if head is None or vision is None:
-        try:
-            clip_model = open_clip.create_model(
-                name, pretrained=pretrained, require_pretrained=True
-            )
-        except RuntimeError as error:
-            raise ModelLoadError(_pretrained_advice(name, pretrained, error)) from None
-        clip_model.eval()
-        if head is None:
-            head = build_and_cache_zero_shot_head(
-                clip_model, open_clip.get_tokenizer(name), vocabulary, key, cache_dir
-            )
-        vision = clip_model.visual, dict(open_clip.get_model_preprocess_cfg(clip_model))
-    visual, preprocess = vision
+    try:
+        head, (visual, preprocess) = _head_and_vision(
+            name, pretrained, tag, vocabulary, key, cache_dir
+        )
+    except ModelLoadError:
+        raise
+    except WEIGHTS_ERRORS as error:  # a damaged file, or a pickle torch refuses to unpickle
+        raise ModelLoadError(_pretrained_advice(name, pretrained, error)) from None
     spec = ModelSpec(
         architecture=name,
         model_cfg=model_cfg,
@@ -100,6 +89,35 @@ def load_zero_shot(
         provenance={"head": "zero-shot", "pretrained": pretrained},
     )
     return HashtagModel(visual, head, spec).eval()
+
+
+def _head_and_vision(
+    name: str,
+    pretrained: str,
+    tag: dict | None,
+    vocabulary: Sequence[str],
+    key: str,
+    cache_dir: Path,
+) -> tuple[nn.Linear, tuple[nn.Module, dict]]:
+    """The zero-shot head and (vision tower, preprocessing), each tower read on its own when
+    the weights allow it (see load_zero_shot)."""
+    weights = _safetensors_weights(name, pretrained, tag)
+    head = cached_zero_shot_head(key, cache_dir)
+    if head is None and weights is not None:
+        head = _head_from_text_tower(name, weights, vocabulary, key, cache_dir)
+    vision = None
+    if head is not None and weights is not None:
+        vision = _vision_tower_only(weights, tag, open_clip.get_model_config(name))
+    if head is None or vision is None:
+        # torch.load inside refuses pickled code (weights_only, the default since torch 2.6)
+        clip_model = open_clip.create_model(name, pretrained=pretrained, require_pretrained=True)
+        clip_model.eval()
+        if head is None:
+            head = build_and_cache_zero_shot_head(
+                clip_model, open_clip.get_tokenizer(name), vocabulary, key, cache_dir
+            )
+        vision = clip_model.visual, dict(open_clip.get_model_preprocess_cfg(clip_model))
+    return head, vision
 
 
 def _safetensors_weights(name: str, pretrained: str, tag: dict | None) -> str | None:
@@ -200,10 +218,25 @@ def _pretrained_advice(name: str, pretrained: str, error: Exception) -> str:
             "--pretrained /path/to/open_clip_model.safetensors, or a fine-tuned "
             "--checkpoint DIR."
         )
+    if isinstance(error, pickle.UnpicklingError):  # the unpickler stopped before running any
+        return (
+            f"--pretrained {pretrained!r} was refused, and nothing in it was run: torch's safe "
+            f"loader reads only tensors from a pickle ({_unpickler_reason(error)}). Use a "
+            ".safetensors file, or one of open_clip's pretrained tags."
+        )
     return (
-        f"cannot load --pretrained {pretrained!r} for {name}: {error}\n"
+        f"cannot load --pretrained {pretrained!r} for {name}: {one_line(error)}\n"
         f"Give a pretrained tag ({tags}) or a local weights file (.safetensors, .bin, .pt)."
     )
+
+
+def _unpickler_reason(error: pickle.UnpicklingError) -> str:
+    """The line of torch's long weights_only message that says what it met, like
+    "Unsupported global: GLOBAL posix.system"."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    pairs = itertools.pairwise(lines)
+    after = [line for previous, line in pairs if "WeightsUnpickler" in previous]
+    return one_line(after[0] if after else (lines[-1] if lines else error), 120)
 
 
 def save_checkpoint(model: HashtagModel, directory: Path) -> None:
@@ -224,7 +257,13 @@ def write_config(model: HashtagModel, directory: Path) -> None:
 
 
 def load_checkpoint(directory: Path) -> HashtagModel:
-    """Load a checkpoint directory. Only safetensors are read: nothing here can run code."""
+    """Load a checkpoint directory. Only safetensors are read: nothing here can run code.
+
+    A checkpoint may come from anyone, so nothing it claims is allocated before it is checked:
+    config.json field by field (ModelSpec.from_file), then the model is laid out on the meta
+    device (no memory) and its tensor shapes compared with the weights file's header. Memory
+    then follows the file, never a size config.json merely states.
+    """
     directory = Path(directory)
     config_path, weights_path = directory / CONFIG_FILE, directory / WEIGHTS_FILE
     for path in (config_path, weights_path):
@@ -233,15 +272,69 @@ def load_checkpoint(directory: Path) -> HashtagModel:
                 f"{path} is missing: --checkpoint expects a directory written by "
                 "`python -m finetune` (config.json + model.safetensors)"
             )
+    spec = ModelSpec.from_file(config_path)  # a ModelLoadError naming the field
     try:
-        spec = ModelSpec.from_file(config_path)
+        return _checkpoint_model(spec, weights_path).eval()
+    except BUILD_ERRORS as error:
+        raise ModelLoadError(
+            f"checkpoint {directory} cannot be loaded: {one_line(error)}"
+        ) from None
+
+
+# What torch and safetensors raise on a file they cannot use.
+FILE_ERRORS = (
+    AttributeError, KeyError, OSError, RuntimeError, SafetensorError, TypeError, ValueError
+)  # fmt: skip
+# Building from a checkpoint's config: open_clip also asserts on values it does not know.
+BUILD_ERRORS = (AssertionError, *FILE_ERRORS)
+# Weights read with torch.load: a refused pickle, a cut file, an empty dict.
+WEIGHTS_ERRORS = (*FILE_ERRORS, pickle.UnpicklingError, EOFError, StopIteration)
+
+
+def _checkpoint_model(spec: ModelSpec, weights_path: Path) -> HashtagModel:
+    """The model config.json describes, holding the file's tensors once they are known to fit."""
+
+    def build() -> HashtagModel:
         visual = build_vision_tower(spec.model_cfg)
         head = nn.Linear(spec.model_cfg["embed_dim"], len(spec.vocabulary))
-        model = HashtagModel(visual, head, spec)
-        model.load_state_dict(load_file(weights_path))
-    except (ValueError, KeyError, TypeError, RuntimeError, SafetensorError) as error:
-        raise ModelLoadError(f"checkpoint {directory} cannot be loaded: {error}") from None
-    return model.eval()
+        return HashtagModel(visual, head, spec)
+
+    with torch.device("meta"):
+        model = build()
+    expected = {name: tuple(tensor.shape) for name, tensor in model.state_dict().items()}
+    with safe_open(str(weights_path), framework="pt") as file:
+        found = {
+            name: tuple(file.get_slice(name).get_shape())
+            for name in file.keys()  # noqa: SIM118 (safe_open is not iterable)
+        }
+    if found != expected:
+        raise ValueError(
+            f"{weights_path.name} does not match config.json: {_mismatch(expected, found)}"
+        )
+    state = load_file(weights_path)
+    model.load_state_dict(state, assign=True)
+    if any(tensor.is_meta for tensor in (*model.parameters(), *model.buffers())):
+        # A buffer computed when built, not stored: build it for real. The file matched the
+        # model's shapes, so this takes what the file's size announced.
+        model = build()
+        model.load_state_dict(state)
+    return model.float()  # as a model built in float32 would hold a float16 file's tensors
+
+
+def _mismatch(expected: dict[str, tuple], found: dict[str, tuple]) -> str:
+    """The first difference between the tensors the config implies and those in the file."""
+    if missing := sorted(expected.keys() - found.keys()):
+        return f"it lacks {missing[0]} ({len(missing)} tensors missing)"
+    if extra := sorted(found.keys() - expected.keys()):
+        return f"it holds {extra[0]}, which the model has no place for"
+    name = next(name for name in sorted(expected) if expected[name] != found[name])
+    return f"{name} is {list(found[name])} in the file, {list(expected[name])} by config.json"
+
+
+def one_line(error: BaseException, longest: int = 300) -> str:
+    """An exception's message on one line, cut: some libraries explain over many lines."""
+    text = " ".join(str(error).split()) or type(error).__name__
+    return text if len(text) <= longest else text[: longest - 3] + "..."
 
 
 def prepare_for_inference(

@@ -48,6 +48,7 @@ def load_onnx(checkpoint: Path, int8: bool = False) -> OnnxHashtagModel:
             f"{graph} is missing: run `python -m finetune export --checkpoint {checkpoint}` "
             "first, or use --backend torch"
         )
+    spec = ModelSpec.from_file(checkpoint / CONFIG_FILE)  # a ModelLoadError naming the field
     if int8:
         graph = _quantized(graph)
     options = onnxruntime.SessionOptions()
@@ -62,7 +63,6 @@ def load_onnx(checkpoint: Path, int8: bool = False) -> OnnxHashtagModel:
         session = onnxruntime.InferenceSession(
             str(graph), options, providers=["CPUExecutionProvider"]
         )
-        spec = ModelSpec.from_file(checkpoint / CONFIG_FILE)
     except Exception as error:  # ONNX Runtime's own errors derive from Exception alone
         raise ModelLoadError(
             f"{graph} cannot be loaded: {error}\nExport it again (`python -m finetune export "

@@ -8,11 +8,13 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import stat
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from inference.preprocess import Transform, eval_transform
+from inference.spec_checks import ConfigProblem, check_spec_fields
 
 DEFAULT_MODEL = "ViT-B-32"
 DEFAULT_PRETRAINED = "laion2b_s34b_b79k"
@@ -21,6 +23,13 @@ CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
 
 SPEC_FORMAT_VERSION = 1
+
+# The settings of a 100,000-hashtag checkpoint take about 3 MB; a bigger file is no config.
+MAX_CONFIG_BYTES = 16 * 2**20
+REWRITE_ADVICE = (
+    "This config.json is damaged or was not written by `python -m finetune`: write the "
+    "checkpoint again, or serve another one."
+)
 
 
 @dataclass
@@ -73,13 +82,42 @@ class ModelSpec:
 
     @classmethod
     def from_file(cls, path: Path) -> ModelSpec:
-        data = json.loads(path.read_text(encoding="utf-8"))
-        version = data.get("format_version", SPEC_FORMAT_VERSION)
+        """The spec in a checkpoint's config.json, every field checked before anything is
+        built from it (inference/spec_checks.py says which bounds and why).
+
+        Raises ModelLoadError naming the file and the field: a checkpoint may come from
+        anyone, and a traceback tells its operator nothing.
+        """
+        try:
+            status = path.stat()
+            if not stat.S_ISREG(status.st_mode):  # a FIFO or /dev/zero would never end
+                raise ModelLoadError(f"{path} is not a regular file. {REWRITE_ADVICE}")
+            if status.st_size > MAX_CONFIG_BYTES:
+                raise ModelLoadError(
+                    f"{path} is larger than {MAX_CONFIG_BYTES // 2**20} MB, far more than a "
+                    f"checkpoint's settings take. {REWRITE_ADVICE}"
+                )
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except OSError as error:
+            raise ModelLoadError(f"cannot read {path}: {error.strerror or error}") from None
+        except (ValueError, RecursionError) as error:  # not UTF-8, not JSON, nested too deep
+            reason = str(error).splitlines()[0][:200] or type(error).__name__
+            raise ModelLoadError(f"{path} is not valid JSON ({reason}). {REWRITE_ADVICE}") from None
+        version = data.get("format_version", SPEC_FORMAT_VERSION) if isinstance(data, dict) else 1
+        if not (isinstance(version, int) and not isinstance(version, bool) and version >= 1):
+            raise ModelLoadError(
+                f"{path}: format_version must be a whole number from 1, not {repr(version)[:40]}. "
+                + REWRITE_ADVICE
+            )
         if version > SPEC_FORMAT_VERSION:
-            raise ValueError(
+            raise ModelLoadError(
                 f"{path} has format version {version}; this code reads up to "
                 f"{SPEC_FORMAT_VERSION}. Upgrade the hashtag-bot package."
             )
+        try:
+            check_spec_fields(data)
+        except ConfigProblem as problem:
+            raise ModelLoadError(f"{path}: {problem}. {REWRITE_ADVICE}") from None
         return cls(**data)
 
 

@@ -6,10 +6,12 @@ import sys
 import pytest
 import torch
 
-from bot.adapters.console import NO_PHOTO_YET, run_console
+from bot.adapters.console import NO_PHOTO_YET, NOT_NUMBERS, NUL_IN_PATH, run_console
 from bot.cli import main as bot_main
+from bot.core.messages import SOMETHING_WENT_WRONG
 from bot.core.service import HashtagService
 from bot.store import Store
+from bot.store.records import StoreUnavailable
 from inference.engine import InferenceEngine
 from tests.corpus import jpeg
 
@@ -57,6 +59,52 @@ async def test_bad_input_gets_a_message_not_a_crash(service, tmp_path):
     assert out[1] == "No such file."
     assert "not an image" in out[2]
     assert out[3] == NO_PHOTO_YET
+
+
+async def test_odd_numbers_and_a_nul_in_a_path_get_a_message_not_a_crash(service, tmp_path):
+    """'²' passes str.isdigit but not int(); a NUL byte makes Path.stat() raise ValueError."""
+    photo = tmp_path / "photo.jpg"
+    photo.write_bytes(jpeg(seed=3))
+    out = await converse(
+        service, [str(photo), "y ²", "y 1 ٣", "y 1x", "y 9999999999", f"{photo}\0.jpg", "y 2"]
+    )
+    tags = out[1].split()
+    assert out[3:8] == [NOT_NUMBERS, NOT_NUMBERS, NOT_NUMBERS, NOT_NUMBERS, NUL_IN_PATH]
+    assert out[8] == f"✅ Saved: {tags[1]}"  # the same suggestion, still answerable
+
+
+class FailingOnce:
+    """Wraps a store method: the first call raises `error`, later calls go through."""
+
+    def __init__(self, method, error: Exception):
+        self.method, self.error = method, error
+
+    async def __call__(self, *args, **kwargs):
+        if self.error is not None:
+            error, self.error = self.error, None
+            raise error
+        return await self.method(*args, **kwargs)
+
+
+@pytest.mark.parametrize(
+    ("error", "said"),
+    [
+        (StoreUnavailable("The database file is damaged: restore it from a backup."), None),
+        (RuntimeError("a bug of ours"), SOMETHING_WENT_WRONG),
+    ],
+)
+async def test_a_failure_on_one_line_is_a_message_and_the_console_goes_on(
+    service, tmp_path, monkeypatch, caplog, error, said
+):
+    photo = tmp_path / "photo.jpg"
+    photo.write_bytes(jpeg(seed=3))
+    store = service.store
+    monkeypatch.setattr(store, "find_user_id", FailingOnce(store.find_user_id, error))
+    out = await converse(service, ["top", str(photo), "y 1"])
+    assert out[1] == (said or str(error))
+    assert out[4].startswith("✅ Saved: #")  # the lines after it were answered
+    unexpected = [record for record in caplog.records if record.levelname == "ERROR"]
+    assert bool(unexpected) == (said is not None)  # a bug is logged for the operator
 
 
 async def test_a_scripted_console_session_runs_at_full_speed(tiny_clip_files, tmp_path):
