@@ -20,12 +20,13 @@ from bot.core.blocklist import (
     configured_block_list_path,
 )
 from bot.store import Store, StoreUnavailable, default_db_path, is_postgres_url
+from bot.store.records import AnsweredPhotos
 from bot.store.schema import SchemaTooNew
 from finetune.answers import TRAIN, established_people, people_per_hashtag, split_of
 from finetune.base_model import base_of, is_learned, learned_from
 from finetune.cli import METRIC_COLUMNS, metric_row
 from finetune.feedback import FeedbackOptions, NotEnoughAnswers
-from finetune.learn import Models, learn_round
+from finetune.learn import Models, learn_round, read_answers
 from finetune.losses import LOSS_CHOICES
 from inference.onnx_backend import ONNX_FILE
 from inference.options import (
@@ -164,7 +165,7 @@ def main(argv: Sequence[str]) -> int:
             blocked=blocked,
         )
         models, device = _models(args)
-        result, damaged = asyncio.run(_learn(args, models, options, device))
+        result = asyncio.run(_learn(args, models, options, device))
     except (
         BlockListError,
         NotEnoughAnswers,
@@ -174,11 +175,6 @@ def main(argv: Sequence[str]) -> int:
     ) as error:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_USAGE
-    for line in damaged[:DAMAGED_SHOWN]:
-        print(f"warning: left out {line}", file=sys.stderr)
-    if len(damaged) > DAMAGED_SHOWN:
-        more = len(damaged) - DAMAGED_SHOWN
-        print(f"warning: {more} more damaged rows left out", file=sys.stderr)
     report = result.report
     print(format_report(report))
     if report["written"]:
@@ -241,17 +237,30 @@ def _models(args: argparse.Namespace):
 async def _learn(args, models, options, device):
     store = await Store.open(args.db)
     try:
-        return await learn_round(
-            store,
-            models,
-            args.out,
-            options,
-            force=args.force,
-            with_onnx=args.onnx or _has_onnx(args.checkpoint),
-            device=device,
-        )
+        answered = await read_answers(store, models.base)
     finally:
         await store.close()
+    warn_damaged(answered)
+    return await learn_round(
+        answered,
+        models,
+        args.out,
+        options,
+        force=args.force,
+        with_onnx=args.onnx or _has_onnx(args.checkpoint),
+        device=device,
+    )
+
+
+def warn_damaged(answered: AnsweredPhotos) -> None:
+    """Name the damaged rows left out on stderr, before anything is learned from the rest: so
+    they are seen also when too few usable rows remain (the error then is the last line, which
+    the bot's --learn-every logs)."""
+    for line in answered.damaged[:DAMAGED_SHOWN]:
+        print(f"warning: left out {line}", file=sys.stderr)
+    if len(answered.damaged) > DAMAGED_SHOWN:
+        more = len(answered.damaged) - DAMAGED_SHOWN
+        print(f"warning: {more} more damaged rows left out", file=sys.stderr)
 
 
 def _has_onnx(checkpoint: Path | None) -> bool:
@@ -365,9 +374,11 @@ async def _community_rows(args, vocabulary: list[str], blocked: frozenset[str]):
     with the status the next round of learning gives it (see finetune/answers.py)."""
     store = await Store.open(args.db)
     try:
-        photos = (await store.answered_photos(None)).photos
+        answered = await store.answered_photos(None)
     finally:
         await store.close()
+    warn_damaged(answered)
+    photos = answered.photos
     everyone = people_per_hashtag(photos, {photo.user_id for photo in photos})
     split = split_of(photos, FeedbackOptions().holdout, args.seed)
     training = [photo for photo, part in zip(photos, split, strict=True) if part == TRAIN]

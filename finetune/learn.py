@@ -1,6 +1,6 @@
 """One round of learning from feedback, as `python -m finetune feedback` runs it (and the bot's
-`--learn-every`, which runs that command): read the answers, re-fit the head on top of the
-base model, judge it against the served head, write it if it passed."""
+`--learn-every`, which runs that command): on the answers read from the store, re-fit the head
+on top of the base model, judge it against the served head, write it if it passed."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ import numpy as np
 import torch
 
 from bot.store import AnsweredPhoto, Store
+from bot.store.records import AnsweredPhotos
 from finetune.feedback import FeedbackOptions, RefitResult, refit_head
 from finetune.publish import publish_checkpoint, write_metrics
 from inference.model import HashtagModel
@@ -28,8 +29,14 @@ class Models:
     current_learned_from: np.ndarray | None = None  # when the current head is a learned one
 
 
+async def read_answers(store: Store, base: HashtagModel) -> AnsweredPhotos:
+    """The answered photos `base`'s encoder made; a row whose embedding is not of the size that
+    encoder makes is damaged, however many such rows there are."""
+    return await store.answered_photos(base.encoder_id, dim=base.head.in_features)
+
+
 async def learn_round(
-    store: Store,
+    answered: AnsweredPhotos,
     models: Models,
     out: Path,
     options: FeedbackOptions,
@@ -37,11 +44,10 @@ async def learn_round(
     force: bool = False,
     with_onnx: bool = False,
     device: torch.device | None = None,
-) -> tuple[RefitResult, list[str]]:
-    """Re-fit from every answer in `store`; write the checkpoint to `out` when it passed the
-    gate, when the current head learned from answers that are gone (a /forget, an undo), or
-    with `force`; else only `out/metrics.json`. Also returns the damaged rows left out."""
-    answered = await store.answered_photos(models.base.encoder_id)
+) -> RefitResult:
+    """Re-fit from `answered` (see read_answers); write the checkpoint to `out` when it passed
+    the gate, when the current head learned from answers that are gone (a /forget, an undo), or
+    with `force`; else only `out/metrics.json`."""
     gone = _gone(models.current_learned_from, answered.photos)
     result = await asyncio.to_thread(
         refit_head,
@@ -69,7 +75,7 @@ async def learn_round(
         )
     else:
         await asyncio.to_thread(write_metrics, Path(out), result.report)
-    return result, answered.damaged
+    return result
 
 
 def _gone(learned_from: np.ndarray | None, photos: list[AnsweredPhoto]) -> int:

@@ -179,15 +179,26 @@ async def test_everyones_trust_record_is_a_running_total_that_forget_takes_back(
     assert tuple(map(int, rows[0])) == (0, 1)
 
 
+# Damage a SQL UPDATE can do on both back ends (set, value, what the damaged line says).
+DAMAGE = [
+    ("shown = ?", "not json", "shown hashtags are damaged"),
+    ("shown = ?", "[[1, 2]]", "shown hashtags are damaged"),
+    ("shown = ?", "[" * 100_000 + "]" * 100_000, "shown hashtags are damaged"),  # too deep
+    ("embedding = ?", b"\x00\x7e" * 8, "NaN"),  # float16 NaNs
+    ("embedding = ?", b"\0\0\0", "not float16"),  # an odd byte count
+    ("created_at = ?", float("inf"), "its time is damaged"),
+    ("created_at = ?", 1e15, "its time is damaged"),  # the year 31 million
+]
+
+
 async def test_damaged_rows_are_left_out_of_learning_and_named(store):
     user_id, good = await new_suggestion(store, shown=JUDGED)
     damaged = []
-    for fault in ("shown = 'not json'", "shown = '[[1, 2]]'", "embedding = ?"):
+    for change, value, _ in DAMAGE:
         _, photo = await new_suggestion(store, shown=JUDGED)
         damaged.append(photo)
-        parameters = (b"\x00\x7e" * 8,) if "?" in fault else ()  # float16 NaNs
         async with store._transaction() as db:
-            await db.execute(f"UPDATE suggestions SET {fault} WHERE id = ?", *parameters, photo)
+            await db.execute(f"UPDATE suggestions SET {change} WHERE id = ?", value, photo)
     _, short = await new_suggestion(store, shown=JUDGED)
     async with store._transaction() as db:  # an embedding of another size than the others
         await db.execute("UPDATE suggestions SET embedding = ? WHERE id = ?", b"\0\0", short)
@@ -205,7 +216,27 @@ async def test_damaged_rows_are_left_out_of_learning_and_named(store):
     assert [line.split(":")[0] for line in answered.damaged] == [
         f"suggestion {photo}" for photo in (*damaged, short)
     ]
-    assert "NaN" in answered.damaged[2] and "numbers where the others have" in answered.damaged[3]
+    for line, (*_, says) in zip(answered.damaged, DAMAGE, strict=False):
+        assert says in line
+    assert "1 numbers where that encoder's other rows have 8" in answered.damaged[-1]
+
+
+async def test_the_encoders_size_decides_even_when_most_rows_have_another(store):
+    user_id, good = await new_suggestion(store)
+    await store.record_feedback(good, user_id, ["sea"], 1, "typed")
+    short = []
+    for _ in range(3):
+        _, photo = await new_suggestion(store)
+        await store.record_feedback(photo, user_id, ["sea"], 1, "typed")
+        async with store._transaction() as db:
+            await db.execute("UPDATE suggestions SET embedding = ? WHERE id = ?", b"\0\0", photo)
+        short.append(photo)
+    answered = await store.answered_photos(None, dim=len(EMBEDDING))
+    assert [photo.suggestion_id for photo in answered.photos] == [good]
+    assert answered.damaged == [
+        f"suggestion {photo}: its embedding has 1 numbers where the encoder makes 8"
+        for photo in short
+    ]
 
 
 async def test_many_coroutines_write_at_once_and_nothing_is_lost(store):

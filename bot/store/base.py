@@ -30,6 +30,7 @@ from bot.store.records import (
     UserHistory,
     decode_embedding,
     decode_shown,
+    decode_time,
     encode_shown,
     is_postgres_url,
 )
@@ -275,10 +276,14 @@ class Store(ABC):
             )
         return {tag: count for tag, count in counts}, photos[0][0]
 
-    async def answered_photos(self, encoder: str | None) -> AnsweredPhotos:
+    async def answered_photos(self, encoder: str | None, dim: int | None = None) -> AnsweredPhotos:
         """Every answered suggestion whose embedding `encoder` made (None: any encoder), oldest
         first, with how many answered ones another (or an unknown) encoder made, and the rows
         that are damaged.
+
+        `dim` is the size of the embeddings the encoder makes: a row of another size is
+        damaged. Without it, the size most of that encoder's rows have counts; give it whenever
+        the model is at hand, since a majority of bad rows would otherwise win.
 
         One statement reads the suggestions with their verdicts, so an answer undone meanwhile
         is either wholly there or wholly gone.
@@ -287,9 +292,9 @@ class Store(ABC):
         other_encoder = 0
         async with self._reading() as db:
             rows = await db.fetch(
-                "SELECT s.id, s.user_id, s.created_at, s.embedding, s.shown, f.tag, f.verdict "
-                f"FROM suggestions s JOIN feedback f ON f.suggestion_id = s.id {where}"
-                "ORDER BY s.created_at, s.id, f.created_at, f.source",
+                "SELECT s.id, s.user_id, s.created_at, s.embedding, s.shown, s.encoder, f.tag, "
+                "f.verdict FROM suggestions s JOIN feedback f ON f.suggestion_id = s.id "
+                f"{where}ORDER BY s.created_at, s.id, f.created_at, f.source",
                 *parameters,
             )
             if encoder:
@@ -299,34 +304,30 @@ class Store(ABC):
                     encoder,
                 )
         photos: dict[int, AnsweredPhoto] = {}
+        made_by: dict[int, str | None] = {}
         damaged: dict[int, str] = {}
-        for suggestion_id, user_id, created_at, embedding, shown, tag, verdict in rows:
+        for suggestion_id, user_id, created_at, embedding, shown, made, tag, verdict in rows:
             if suggestion_id in damaged:
                 continue
-            if (photo := photos.get(suggestion_id)) is None:
-                try:
+            try:
+                if (photo := photos.get(suggestion_id)) is None:
                     photo = AnsweredPhoto(
                         suggestion_id,
                         user_id,
-                        float(created_at),
+                        decode_time(created_at, suggestion_id),
                         decode_embedding(embedding, suggestion_id),
                         [entry.tag for entry in decode_shown(shown, suggestion_id)],
                         {},
                     )
-                except DamagedRow as error:
-                    damaged[suggestion_id] = str(error)
-                    continue
-                photos[suggestion_id] = photo
+                    photos[suggestion_id], made_by[suggestion_id] = photo, made
+                if not isinstance(tag, str):  # SQLite keeps a BLOB in a TEXT column
+                    raise DamagedRow(f"suggestion {suggestion_id}: an answer's hashtag is not text")
+            except DamagedRow as error:
+                damaged[suggestion_id] = str(error)
+                continue
             photo.verdicts[tag] = verdict  # rows come oldest first: the latest verdict wins
-        # One encoder makes embeddings of one size: another size is a damaged row.
-        sizes = Counter(len(photo.embedding) for photo in photos.values())
-        size = max(sizes, key=lambda n: (sizes[n], n)) if sizes else 0
-        for photo in photos.values():
-            if len(photo.embedding) != size:
-                damaged[photo.suggestion_id] = (
-                    f"suggestion {photo.suggestion_id}: its embedding has "
-                    f"{len(photo.embedding)} numbers where the others have {size}"
-                )
+        for suggestion_id, problem in _wrong_sizes(photos, made_by, dim).items():
+            damaged.setdefault(suggestion_id, problem)
         usable = [photo for i, photo in photos.items() if i not in damaged]
         return AnsweredPhotos(usable, other_encoder, [damaged[i] for i in sorted(damaged)])
 
@@ -384,3 +385,26 @@ def _history_from_rows(rows: Sequence[Sequence[Any]]) -> UserHistory:
         list(photos),
         [p[3] for p in photos.values()],
     )
+
+
+def _wrong_sizes(
+    photos: dict[int, AnsweredPhoto], made_by: dict[int, str | None], dim: int | None
+) -> dict[int, str]:
+    """The photos whose embedding is not of the size their encoder makes, each with why.
+
+    One encoder makes embeddings of one size: `dim` when given, else the size most of that
+    encoder's rows have (encoders of other sizes may share a database)."""
+    sizes: dict[str | None, Counter[int]] = {}
+    for suggestion_id, photo in photos.items():
+        sizes.setdefault(made_by[suggestion_id], Counter())[len(photo.embedding)] += 1
+    wrong = {}
+    for suggestion_id, photo in photos.items():
+        counts = sizes[made_by[suggestion_id]]
+        size = dim or max(counts, key=lambda n: (counts[n], n))
+        if len(photo.embedding) != size:
+            whose = "the encoder makes" if dim else "that encoder's other rows have"
+            wrong[suggestion_id] = (
+                f"suggestion {suggestion_id}: its embedding has {len(photo.embedding)} "
+                f"numbers where {whose} {size}"
+            )
+    return wrong

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 import json
 import math
 import os
@@ -74,7 +75,7 @@ def decode_shown(text: str, suggestion_id: int) -> list[ShownEntry]:
             if not all(math.isfinite(value) for value in numbers):
                 raise TypeError(f"entry {row!r} holds a number that is not finite")
             entries.append(ShownEntry(row[0], *numbers))
-    except (TypeError, ValueError) as error:
+    except (TypeError, ValueError, RecursionError) as error:  # deep nesting: RecursionError
         raise DamagedRow(
             f"suggestion {suggestion_id}: its shown hashtags are damaged ({error})"
         ) from None
@@ -89,6 +90,19 @@ def decode_embedding(blob: bytes, suggestion_id: int) -> np.ndarray:
     if not np.isfinite(vector).all():
         raise DamagedRow(f"suggestion {suggestion_id}: its embedding holds NaN or infinity")
     return vector
+
+
+def decode_time(value: object, suggestion_id: int) -> float:
+    """A stored unix time. Learning counts a person's answers by UTC day, so a time no calendar
+    holds (text, infinity, NaN, the year 30 million) is a damaged row, not a crash later on."""
+    try:
+        seconds = float(value)
+        datetime.datetime.fromtimestamp(seconds, datetime.UTC)
+    except (TypeError, ValueError, OverflowError, OSError):
+        raise DamagedRow(
+            f"suggestion {suggestion_id}: its time is damaged ({value!r:.40})"
+        ) from None
+    return seconds
 
 
 @dataclass(frozen=True)
