@@ -107,6 +107,14 @@ DECODE_BUDGET = PixelBudget(ImageLimits().max_pixels)
 # keep it (an album of ten hostile PNGs left the bot 2 GB larger than before it arrived).
 RELEASE_AFTER_PIXELS = 16_000_000
 
+# What decoding one pixel costs, in units of 4 bytes, where a format's decoder keeps full-size
+# buffers of its own next to Pillow's image: libwebp's animation canvases and a bytes copy of
+# the frame; libavif's and libheif's decoded frame. Measured with Pillow 13 and pillow-heif 1.8
+# (tests/test_hostile_images.py checks them); every other format costs at most 1. A file is
+# refused when its cost exceeds ImageLimits.max_pixels, so no single decode needs more than
+# the 256 MB that limit stands for: a flat 64 MP WebP is 2.5 KB and took 960 MB.
+DECODE_COST = {"WEBP": 4, "AVIF": 3, "HEIF": 2}
+
 # Before the model's own resize, images are reduced by an integer factor (a box filter, fast
 # and cheap) as long as their short side stays at least REDUCING_GAP times the model's input
 # side: Pillow documents that resampling from 3x the target is indistinguishable from
@@ -176,8 +184,9 @@ def _decode(
     the budget's hold, and no other full-size copy is made (unless no reduction is asked)."""
     image = _open(data, limits, min_side)
     pixels = image.width * image.height
+    decoded = pixels * _decode_cost(image)  # the image, with its decoder's own buffers
     factor = _reduction_factor(image.size, min_side)
-    with budget.hold(pixels + pixels // factor**2):  # the decoded image and its reduced copy
+    with budget.hold(decoded + pixels // factor**2):  # and the reduced copy
         try:
             image.load()  # animated GIF/WebP and multi-page TIFF open at their first frame
             orientation = image.getexif().get(ExifTags.Base.Orientation, 1)
@@ -185,7 +194,7 @@ def _decode(
         finally:
             image.close()  # frees the full-size pixels before the budget is released
             del image
-            if pixels >= RELEASE_AFTER_PIXELS:  # before the next decode may allocate
+            if decoded >= RELEASE_AFTER_PIXELS:  # before the next decode may allocate
                 release_freed_memory()
     # Rotation is applied to the reduced pixels, so it stays cheap.
     return _upright(reduced, orientation)
@@ -202,19 +211,27 @@ def _open(data: bytes, limits: ImageLimits, min_side: int | None) -> Image.Image
             f"This file is not an image I can read; send a photo ({FORMATS_FOR_PEOPLE})."
         ) from None
     width, height = image.size
-    if width * height > limits.max_pixels:
-        raise ImageRejected(_too_many_pixels_message(limits, width, height))
+    if width * height * _decode_cost(image) > limits.max_pixels:
+        raise ImageRejected(_too_many_pixels_message(limits, width, height, image.format))
     if min_side:
         # Only JPEG implements draft(); for other formats this is a no-op.
         image.draft("RGB", (min_side, min_side))
     return image
 
 
-def _too_many_pixels_message(limits: ImageLimits, width: int = 0, height: int = 0) -> str:
+def _decode_cost(image: Image.Image) -> int:
+    return DECODE_COST.get(image.format or "", 1)
+
+
+def _too_many_pixels_message(
+    limits: ImageLimits, width: int = 0, height: int = 0, format: str | None = None
+) -> str:
     size = f" ({width}x{height})" if width else ""
+    cost = DECODE_COST.get(format or "", 1)
+    kind = f" for {format} images" if cost > 1 else ""
     return (
-        f"The image is too large{size}; the limit is {limits.max_pixels / 1e6:.0f} megapixels. "
-        "Send a smaller version."
+        f"The image is too large{size}; the limit{kind} is "
+        f"{limits.max_pixels / cost / 1e6:.0f} megapixels. Send a smaller version."
     )
 
 

@@ -22,7 +22,9 @@ import pytest
 from PIL import Image, ImageDraw
 
 from inference.images import (
+    DECODE_COST,
     ImageLimits,
+    ImageRejected,
     PixelBudget,
     _reduce_to_rgb,
     _to_rgb,
@@ -273,3 +275,56 @@ def test_exif_rotation_is_applied_to_the_reduced_image():
     assert image.size == (672, 1344)
     assert image.getpixel((336, 300)) == (255, 0, 0)
     assert image.getpixel((336, 1000)) == (0, 0, 255)
+
+
+# --- what each format costs to decode --------------------------------------------------------
+
+_MEASURE_ONE_DECODE = """
+import sys
+from pathlib import Path
+from inference.images import ImageLimits, decode_image
+data = Path(sys.argv[1]).read_bytes()
+def status(name):
+    return next(int(line.split()[1]) * 1024 for line in open("/proc/self/status")
+                if line.startswith(name))
+Path("/proc/self/clear_refs").write_text("5")  # VmHWM restarts from here
+before = status("VmRSS")
+decode_image(data, ImageLimits(), 224)
+print(status("VmHWM") - before)
+"""
+
+
+@pytest.mark.parametrize(
+    ("format", "options"),
+    [
+        ("PNG", {}),
+        ("TIFF", {"compression": "tiff_deflate"}),
+        ("WEBP", {"lossless": True}),
+        ("AVIF", {"quality": 30}),
+        ("HEIF", {"quality": 30}),
+    ],
+)
+def test_decoding_costs_no_more_than_the_budget_counts(format, options, tmp_path):
+    """DECODE_COST is what the budget and the pixel limit count; a decoder that keeps more
+    full-size buffers than it says would break the documented bound."""
+    side = 4000
+    path = tmp_path / f"sticker.{format.lower()}"
+    path.write_bytes(encode(sticker(side), format, **options))
+    result = subprocess.run(
+        [sys.executable, "-c", _MEASURE_ONE_DECODE, str(path)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    peak = int(result.stdout)
+    cost = DECODE_COST.get(format, 1)
+    print(f"{format}: {peak / MB:.0f} MB for {side * side / 1e6:.0f} MP (cost {cost})")
+    assert peak <= cost * side * side * 4 + 32 * MB
+
+
+def test_a_webp_over_its_own_pixel_limit_is_refused():
+    data = encode(Image.new("RGB", (4100, 4000), (9, 9, 9)), "WEBP", lossless=True)
+    assert len(data) < 100_000  # a 16 MP bomb in a few KB
+    with pytest.raises(ImageRejected, match="limit for WEBP images is 16 megapixels"):
+        decode_image(data, LIMITS)
