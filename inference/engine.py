@@ -3,7 +3,9 @@
 Each `await engine.predict(data)` decodes its image on a small thread pool (Pillow and numpy
 release the GIL, so decoding overlaps the model), then joins a queue. One batcher task takes
 whatever is queued (up to `max_batch_size`, waiting at most `max_wait_ms` for company) and runs
-one forward pass on a dedicated thread, so the event loop never blocks on the model.
+one forward pass on a dedicated thread, so the event loop never blocks on the model. However
+many threads decode, what they hold at once is bounded by the process's pixel budget
+(`inference.images.DECODE_BUDGET`): ten hostile 64 MP images decode one after another.
 
 `swap_model` serves a new model from the next batch on. Each request remembers the model it was
 decoded for and is answered by that one, so photos in flight finish on the old head while new
