@@ -145,3 +145,40 @@ async def test_healthz_answers_at_once_while_writes_queue(tiny_model, tmp_path):
             blocker.close()
             await runner.cleanup()
     await store.close()
+
+
+async def test_the_console_on_damaged_pages_says_so_and_goes_on(
+    tiny_model, tiny_clip_files, tmp_path
+):
+    db, photo = tmp_path / "bot.sqlite3", tmp_path / "photo.jpg"
+    await a_database_with_answers(tiny_model, db)
+    damage_table(db, "users")
+    photo.write_bytes(jpeg(seed=2))
+    config_path, weights_path = tiny_clip_files
+    console = await start_console(db, "--model", config_path, "--pretrained", weights_path)
+    lines = f"{photo}\nhelp\nquit\n".encode()
+    output, _ = await asyncio.wait_for(console.communicate(lines), 120)
+    text = output.decode()
+    assert console.returncode == 0, text
+    assert "database is damaged" in text and "Traceback" not in text
+    assert "top" in text.split("database is damaged")[1]  # `help` was still answered
+
+
+async def test_a_damaged_row_is_explained_to_the_person(tiny_model, tmp_path):
+    """A suggestion whose stored hashtags are damaged: answering it gets a plain message."""
+    from tests.test_telegram import running_bot
+
+    db = tmp_path / "bot.sqlite3"
+    fake = FakeBotAPI()
+    await fake.start()
+    try:
+        async with running_bot(fake, tiny_model, db):
+            reply = await send_photo(fake)
+            with sqlite3.connect(db) as database:
+                database.execute("UPDATE suggestions SET shown = '[[\"beach\"'")
+            message = fake.result_of(reply)
+            await fake.send_message(fake.message(ALICE, text="#mine", reply_to_message=message))
+            (*_, answer) = await fake.wait_for("sendMessage", 2)
+    finally:
+        await fake.stop()
+    assert "damaged in my database" in answer["text"]

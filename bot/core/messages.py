@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 
@@ -15,8 +16,11 @@ from bot.core.service import (
 )
 from bot.operations import metrics
 from bot.store import StoreUnavailable
+from bot.store.records import DamagedRow
 from inference.engine import EngineBusy
 from inference.images import FORMATS_FOR_PEOPLE, ImageRejected
+
+log = logging.getLogger(__name__)
 
 HELP = (
     "Send me a photo and I reply with hashtags for it.\n"
@@ -85,6 +89,11 @@ def for_error(error: BaseException) -> str | None:
         return "I'm very busy right now; please send the photo again in a minute."
     if isinstance(error, NotYourSuggestion):
         return ONLY_THE_AUTHOR
+    if isinstance(error, DamagedRow):
+        return (
+            "I can't read that suggestion back (it is damaged in my database); send the photo "
+            "again."
+        )
     if isinstance(error, UnknownSuggestion):
         return "I no longer have that suggestion (it may have been deleted with /forget)."
     return None
@@ -104,6 +113,8 @@ async def explained(send: Callable[[str], Awaitable[object]]) -> AsyncIterator[N
         if text is None:
             raise  # counted and logged by the adapter's error handler
         metrics.ERRORS.labels(type(error).__name__).inc()
+        if isinstance(error, DamagedRow):  # the operator has a row to look at
+            log.error("%s", error)
         await send(text)
 
 
