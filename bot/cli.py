@@ -11,7 +11,7 @@ import asyncio
 import os
 import sys
 from collections.abc import Sequence
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 from bot.core.blocklist import BlockList, BlockListError
 from bot.lifecycle import run
@@ -42,7 +42,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(NO_TOKEN, file=sys.stderr)
         return EXIT_USAGE
     secrets_to_hide = [tokens.telegram, tokens.discord, tokens.webhook_secret]
-    secrets_to_hide.append(database_password(str(args.db)))
+    secrets_to_hide += database_password(str(args.db))
     configure_logging(secrets_to_hide, level="WARNING" if args.console else None)
     try:
         blocked = BlockList(args.blocked_hashtags)
@@ -69,6 +69,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_FAILED
 
 
-def database_password(location: str) -> str | None:
-    """The password in a PostgreSQL URL, a secret like the tokens."""
-    return urlsplit(location).password if is_postgres_url(location) else None
+def database_password(location: str) -> list[str]:
+    """The password in a PostgreSQL URL, a secret like the tokens (as written, %-escapes and all;
+    the escaped and unescaped forms are both hidden)."""
+    if not is_postgres_url(location):
+        return []
+    password = urlsplit(location).password
+    return [password, unquote(password)] if password else []

@@ -8,6 +8,7 @@ flags, which would show up in `ps` and shell history.
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import re
 import secrets
@@ -245,7 +246,7 @@ def parse(
         parser.error("--learn-every takes a positive number of hours")
     if args.min_people < 1 or args.min_days < 1:
         parser.error("--min-people and --min-days must be at least 1")
-    if args.profile_cache_mb < 0:
+    if not 0 <= args.profile_cache_mb < math.inf:
         parser.error("--profile-cache-mb cannot be negative (0 keeps no profile in memory)")
     if not 1 <= args.top_k <= 100:
         parser.error("--top-k takes 1 to 100 hashtags per suggestion")

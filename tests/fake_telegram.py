@@ -188,6 +188,10 @@ class FakeBotAPI:
     def calls_to(self, method: str) -> list[dict]:
         return [call.params for call in self.calls if call.method == method]
 
+    def forget_updates(self) -> None:
+        """What a bot confirmed before a restart (a later offset) is not delivered again."""
+        self._updates.clear()
+
     def result_of(self, params: dict) -> dict:
         """What the fake answered to a recorded call: e.g. the bot's sent message."""
         return next(call.result for call in self.calls if call.params is params)

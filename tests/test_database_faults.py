@@ -182,3 +182,35 @@ async def test_a_damaged_row_is_explained_to_the_person(tiny_model, tmp_path):
     finally:
         await fake.stop()
     assert "damaged in my database" in answer["text"]
+
+
+async def test_a_damaged_embedding_in_a_history_is_left_out_not_fatal(tiny_model, tmp_path, caplog):
+    """One answered photo's embedding damaged: the person still gets suggestions and /tags,
+    and the log names the row."""
+    from tests.test_telegram import running_bot
+
+    db = tmp_path / "bot.sqlite3"
+    fake = FakeBotAPI()
+    await fake.start()
+    try:
+        async with running_bot(fake, tiny_model, db):
+            first = await send_photo(fake, seed=1)
+            message = fake.result_of(first)
+            await fake.send_message(fake.message(ALICE, text="#kept", reply_to_message=message))
+            await fake.wait_for("sendMessage", 2)
+            second = await send_photo(fake, seed=2)
+            message = fake.result_of(second)
+            await fake.send_message(fake.message(ALICE, text="#lunacat", reply_to_message=message))
+            await fake.wait_for("sendMessage", 4)
+        with sqlite3.connect(db) as database:
+            database.execute("UPDATE suggestions SET embedding = x'00ff00' WHERE id = 1")
+        fake.forget_updates()  # a restart: Telegram does not send what was confirmed again
+        async with running_bot(fake, tiny_model, db):
+            again = await send_photo(fake, seed=2)
+            await fake.send_message(fake.message(ALICE, text="/tags"))
+            (*_, tags) = await fake.wait_for("sendMessage", 6)
+    finally:
+        await fake.stop()
+    assert again["text"].startswith("#") and "#lunacat" in again["text"].split()
+    assert "#lunacat" in tags["text"]
+    assert "suggestion 1" in caplog.text

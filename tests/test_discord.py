@@ -165,7 +165,8 @@ async def test_own_hashtags_reply_is_stored_and_comes_back(fake, bot):
 
 async def test_a_confirmation_too_long_for_discord_is_cut_to_fit(fake, bot):
     """31 hashtags of 64 letters (a Nitro message holds 4,000 characters): 30 are kept, and
-    the confirmation, longer than Discord's 2,000, is cut to fit instead of refused."""
+    the confirmation, longer than Discord's 2,000, is cut to fit instead of refused, keeping
+    the word about what did not fit."""
     reply = await send_photo(fake, bot, seed=3)
     reference = {"message_id": reply["id"], "channel_id": reply["channel_id"]}
     typed = [letter * 64 for letter in "abcdefghijklmnopqrstuvwxyz01234"]
@@ -178,7 +179,8 @@ async def test_a_confirmation_too_long_for_discord_is_cut_to_fit(fake, bot):
     (*_, ack) = replies(fake)
     assert ack.result.get("code") != 50035, "Discord refused the confirmation"
     assert len(ack.body["content"]) <= 2000 and ack.body["content"].endswith("…")
-    assert ack.body["content"].startswith(messages.saved([typed[0]]))
+    assert ack.body["content"].startswith("1 more did not fit")
+    assert messages.saved([typed[0]]) in ack.body["content"]
     stored = dict(await bot.top_hashtags(UserRef("discord", str(ALICE)), limit=100))
     assert len(stored) == 30 and typed[30] not in stored
 

@@ -100,3 +100,15 @@ def test_a_learning_round_takes_its_model_from_its_flags_not_the_bots_variables(
     environment = child_environment("bot.sqlite3")
     assert not [name for name in environment if name in {**ZERO_SHOT, **CHECKPOINT}]
     assert environment["HASHTAG_DB"] == "bot.sqlite3"
+
+
+def test_the_profile_cache_budget_is_a_flag_and_a_variable(monkeypatch, capsys):
+    from bot.options import parse
+
+    monkeypatch.setenv("HASHTAG_PROFILE_CACHE_MB", "64")
+    assert parse(["--console"])[1].profile_cache_mb == 64
+    assert parse(["--console", "--profile-cache-mb", "0"])[1].profile_cache_mb == 0
+    for bad in ("-1", "nan", "inf"):
+        with pytest.raises(SystemExit) as stopped:
+            parse(["--console", "--profile-cache-mb", bad])
+        assert stopped.value.code == 2 and "--profile-cache-mb" in capsys.readouterr().err

@@ -1,5 +1,7 @@
 """The platform-neutral core, driven as the adapters drive it: real engine, real database."""
 
+import asyncio
+
 import numpy as np
 import pytest
 import torch
@@ -199,3 +201,13 @@ async def test_the_profile_cache_stays_within_its_byte_budget(tiny_model, tmp_pa
         again = await service.suggest(people[0], [jpeg(seed=0)])
         assert "mine0" in [tag for tag, _ in again.tags] and service._profiles.get(1) is None
     await store.close()
+
+
+async def test_replies_at_once_cannot_pass_the_own_hashtag_cap_together(service):
+    photo = await service.suggest(ALICE, [jpeg(seed=7)])
+    replies = [" ".join(f"#r{r}t{t}" for t in range(30)) for r in range(5)]
+    results = await asyncio.gather(*(service.add_own_tags(ALICE, photo.id, r) for r in replies))
+    assert sum(len(result.saved) for result in results) == 30
+    assert sum(result.left_out for result in results) == 120
+    stored = await service.store.feedback_tags(photo.id, ("typed", "caption"))
+    assert len(stored) == 30 and not service._own_tags_locks

@@ -9,6 +9,7 @@ ones). The selection lives in the keyboard itself, so no state is kept between p
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Sequence
@@ -73,7 +74,8 @@ def build_application(
 def _without_traceback(record: logging.LogRecord) -> bool:
     """PTB logs an answer that is not JSON (a web server's 404 page: TELEGRAM_API_URL is not a
     Bot API) with the traceback of json.loads; the bot then says what it means in one line."""
-    record.exc_info = record.exc_text = None
+    if record.exc_info and isinstance(record.exc_info[1], json.JSONDecodeError):
+        record.exc_info = record.exc_text = None
     return True
 
 

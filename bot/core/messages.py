@@ -61,13 +61,13 @@ def own_tags_saved(result: OwnTags) -> str:
             f"This photo already has {MAX_OWN_TAGS_PER_PHOTO} of your own hashtags, the most "
             "I keep for one photo; nothing new was saved."
         )
-    text = saved(result.saved)
-    if result.left_out:
-        text += (
-            f"\n{result.left_out} more did not fit: I keep at most {MAX_OWN_TAGS_PER_PHOTO} of "
-            "your own hashtags for one photo."
-        )
-    return text
+    if not result.left_out:
+        return saved(result.saved)
+    # The note first: a message too long for the platform is cut at its end.
+    return (
+        f"{result.left_out} more did not fit: I keep at most {MAX_OWN_TAGS_PER_PHOTO} of your "
+        f"own hashtags for one photo.\n{saved(result.saved)}"
+    )
 
 
 def rejected(tags: list[str]) -> str:

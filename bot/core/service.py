@@ -123,6 +123,8 @@ class HashtagService:
         self._global_prior: GlobalPrior | None = None
         self._global_prior_time = 0.0
         self._global_prior_ttl = global_prior_ttl
+        # suggestion id -> its lock, and how many hold or await it
+        self._own_tags_locks: dict[int, tuple[asyncio.Lock, int]] = {}
         self.accepting = True  # False while shutting down: adapters take no new work
         self._in_flight = 0
         self._idle = asyncio.Event()
@@ -279,13 +281,32 @@ class HashtagService:
         typed = extract_hashtags(text)
         if not typed:
             return OwnTags([], 0)
-        already = await self.store.feedback_tags(suggestion.id, OWN_TAG_SOURCES)
-        new = [tag for tag in typed if tag not in already]
-        fits = set(new[: max(0, MAX_OWN_TAGS_PER_PHOTO - len(already))])
-        saved = [tag for tag in typed if tag in already or tag in fits]
-        if saved:
-            await self._record(suggestion, user_id, saved, VERDICT_ACCEPT, "typed")
+        # Replies are handled concurrently: counting and writing must not interleave, or
+        # five replies at once would each find room for 30.
+        async with self._one_at_a_time(suggestion.id):
+            already = await self.store.feedback_tags(suggestion.id, OWN_TAG_SOURCES)
+            new = [tag for tag in typed if tag not in already]
+            fits = new[: max(0, MAX_OWN_TAGS_PER_PHOTO - len(already))]
+            if fits:  # tags already stored cost nothing more
+                await self._record(suggestion, user_id, fits, VERDICT_ACCEPT, "typed")
+        kept = set(fits)
+        saved = [tag for tag in typed if tag in already or tag in kept]
         return OwnTags(saved, len(new) - len(fits))
+
+    @contextlib.asynccontextmanager
+    async def _one_at_a_time(self, suggestion_id: int) -> AsyncIterator[None]:
+        """Answers to one photo in turn; the lock goes when nobody holds or awaits it."""
+        lock, users = self._own_tags_locks.get(suggestion_id, (asyncio.Lock(), 0))
+        self._own_tags_locks[suggestion_id] = (lock, users + 1)
+        try:
+            async with lock:
+                yield
+        finally:
+            lock, users = self._own_tags_locks[suggestion_id]
+            if users == 1:
+                del self._own_tags_locks[suggestion_id]
+            else:
+                self._own_tags_locks[suggestion_id] = (lock, users - 1)
 
     async def undo(
         self, user: UserRef, suggestion_id: int, source: str, verdict: int | None = None

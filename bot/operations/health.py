@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 from collections.abc import Callable
 
 from aiohttp import web
@@ -14,6 +15,7 @@ from bot.core.service import HashtagService
 from bot.store import Store, StoreUnavailable
 
 PROBE_EVERY_SECONDS = 30.0
+log = logging.getLogger(__name__)
 
 
 async def start_health_server(
@@ -64,8 +66,13 @@ async def _probe_when_quiet(store: Store, every: float) -> None:
     quiet_for = 0.0  # the first probe at once: nothing may have been written since the start
     while True:
         if store.health.idle_for() >= quiet_for:
-            with contextlib.suppress(StoreUnavailable):  # already in store.health
+            try:
                 await store.check_writable()
+            except StoreUnavailable:
+                pass  # already in store.health
+            except Exception as error:  # an error the store has no words for: say it anyway
+                log.exception("the database probe failed")
+                store.health.failed(f"the probe failed: {type(error).__name__}: {error}")
         quiet_for = every
         await asyncio.sleep(every)
 

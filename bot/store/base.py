@@ -9,6 +9,7 @@ acknowledge feedback to a person only after the write returned.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from abc import ABC, abstractmethod
 from collections import Counter
@@ -34,6 +35,8 @@ from bot.store.records import (
     encode_shown,
     is_postgres_url,
 )
+
+log = logging.getLogger(__name__)
 
 
 class Connection(Protocol):
@@ -370,14 +373,34 @@ async def _answers_changed(db: Connection, suggestion_id: int) -> None:
 
 
 def _history_from_rows(rows: Sequence[Sequence[Any]]) -> UserHistory:
-    """A person's rows (oldest first) as one UserHistory: the latest verdict per tag wins."""
-    photos: dict[int, tuple[float, bytes, dict[str, int], int]] = {}
+    """A person's rows (oldest first) as one UserHistory: the latest verdict per tag wins.
+
+    A photo whose embedding is damaged (or of another size than most of theirs: another
+    encoder's) is left out with a warning naming it, rather than breaking every suggestion
+    for that person."""
+    photos: dict[int, tuple[float, np.ndarray, dict[str, int], int]] = {}
+    damaged: set[int] = set()
     for suggestion_id, tag, verdict, created_at, embedding, won in rows:
-        photo = photos.setdefault(suggestion_id, (created_at, embedding, {}, won))
-        photo[2][tag] = verdict  # rows come oldest first: the latest verdict wins
+        if suggestion_id in damaged:
+            continue
+        if suggestion_id not in photos:
+            try:
+                vector = decode_embedding(embedding, suggestion_id)
+            except DamagedRow as error:
+                log.warning("left out of a history: %s", error)
+                damaged.add(suggestion_id)
+                continue
+            photos[suggestion_id] = (created_at, vector, {}, won)
+        photos[suggestion_id][2][tag] = verdict  # rows come oldest first: the latest wins
+    sizes = Counter(len(photo[1]) for photo in photos.values())
+    if len(sizes) > 1:
+        size = max(sizes, key=lambda n: (sizes[n], n))
+        for suggestion_id in [i for i, photo in photos.items() if len(photo[1]) != size]:
+            log.warning("left out of a history: suggestion %d, another size", suggestion_id)
+            del photos[suggestion_id]
     times = np.array([p[0] for p in photos.values()], dtype=np.float64)
-    vectors = [np.frombuffer(p[1], dtype=np.float16) for p in photos.values()]
-    embeddings = np.stack(vectors).astype(np.float32) if vectors else np.zeros((0, 0), np.float32)
+    vectors = [p[1] for p in photos.values()]
+    embeddings = np.stack(vectors) if vectors else np.zeros((0, 0), np.float32)
     return UserHistory(
         times,
         embeddings,

@@ -20,6 +20,15 @@ class StoreHealth:
         self.damaged: str | None = None  # the database file is damaged: for good
         self.last_finished = time.monotonic()
         self.waiting = 0  # transactions queued or running right now
+        self.waiting_since = 0.0  # when the oldest of them began waiting (monotonic)
+
+    def begin(self) -> None:
+        if not self.waiting:
+            self.waiting_since = time.monotonic()
+        self.waiting += 1
+
+    def end(self) -> None:
+        self.waiting -= 1
 
     def wrote(self) -> None:
         self.problem = None
@@ -40,7 +49,7 @@ class StoreHealth:
         """ "writable", or what is wrong, in words for the operator."""
         if self.damaged:
             return self.damaged
-        stalled = time.monotonic() - self.last_finished
+        stalled = time.monotonic() - max(self.last_finished, self.waiting_since)
         if self.waiting and stalled > STALLED_AFTER_SECONDS:
             return f"not responding: no write finished in {stalled:.0f} s ({self.waiting} waiting)"
         return self.problem or "writable"

@@ -108,7 +108,7 @@ class PostgresStore(Store):
 
     @asynccontextmanager
     async def _transaction(self) -> AsyncIterator[_Connection]:
-        self.health.waiting += 1
+        self.health.begin()
         try:
             async with (
                 _unavailable_on_postgres_errors(self.health),
@@ -118,7 +118,7 @@ class PostgresStore(Store):
                 yield _Connection(connection)
             self.health.wrote()
         finally:
-            self.health.waiting -= 1
+            self.health.end()
 
 
 async def _migrate(connection: asyncpg.Connection) -> int:

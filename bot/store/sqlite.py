@@ -93,7 +93,7 @@ class SqliteStore(Store):
 
     @asynccontextmanager
     async def _transaction(self) -> AsyncIterator[_Connection]:
-        self.health.waiting += 1
+        self.health.begin()
         try:
             async with self._lock, _unavailable_on_sqlite_errors(self.health):
                 await self._db.execute("BEGIN IMMEDIATE")
@@ -107,7 +107,7 @@ class SqliteStore(Store):
                     raise
             self.health.wrote()
         finally:
-            self.health.waiting -= 1
+            self.health.end()
 
 
 def _cannot_open(path: Path) -> str | None:
