@@ -252,6 +252,8 @@ class Store(ABC):
                 f"WHERE f.user_id = ?{only_one} ORDER BY f.suggestion_id, f.created_at",
                 *((user_id,) if suggestion_id is None else (user_id, suggestion_id)),
             )
+        if suggestion_id is not None:  # one photo, after each answer: a few rows
+            return _history_from_rows(rows)
         # Arranging a long history takes a while: not on the event loop.
         return await asyncio.to_thread(_history_from_rows, rows)
 

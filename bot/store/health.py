@@ -9,7 +9,9 @@ the damaged pages proves nothing.
 
 from __future__ import annotations
 
+import contextlib
 import time
+from collections.abc import Iterator
 
 STALLED_AFTER_SECONDS = 30.0  # writes waiting, none finished: the database has stopped
 
@@ -22,13 +24,17 @@ class StoreHealth:
         self.waiting = 0  # transactions queued or running right now
         self.waiting_since = 0.0  # when the oldest of them began waiting (monotonic)
 
-    def begin(self) -> None:
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[None]:
+        """Around one write transaction, from waiting for the database to its commit."""
         if not self.waiting:
             self.waiting_since = time.monotonic()
         self.waiting += 1
-
-    def end(self) -> None:
-        self.waiting -= 1
+        try:
+            yield
+            self.wrote()
+        finally:
+            self.waiting -= 1
 
     def wrote(self) -> None:
         self.problem = None

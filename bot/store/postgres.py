@@ -108,17 +108,13 @@ class PostgresStore(Store):
 
     @asynccontextmanager
     async def _transaction(self) -> AsyncIterator[_Connection]:
-        self.health.begin()
-        try:
+        with self.health.transaction():
             async with (
                 _unavailable_on_postgres_errors(self.health),
                 self._pool.acquire() as connection,
                 connection.transaction(),
             ):
                 yield _Connection(connection)
-            self.health.wrote()
-        finally:
-            self.health.end()
 
 
 async def _migrate(connection: asyncpg.Connection) -> int:

@@ -93,8 +93,7 @@ class SqliteStore(Store):
 
     @asynccontextmanager
     async def _transaction(self) -> AsyncIterator[_Connection]:
-        self.health.begin()
-        try:
+        with self.health.transaction():
             async with self._lock, _unavailable_on_sqlite_errors(self.health):
                 await self._db.execute("BEGIN IMMEDIATE")
                 try:
@@ -105,9 +104,6 @@ class SqliteStore(Store):
                     if self._db.in_transaction:
                         await self._db.execute("ROLLBACK")
                     raise
-            self.health.wrote()
-        finally:
-            self.health.end()
 
 
 def _cannot_open(path: Path) -> str | None:
