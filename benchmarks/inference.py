@@ -64,8 +64,8 @@ def backend_comparison(folder: Path, photos: list[bytes], seconds: float = 6) ->
     each ONNX embedding to torch's on the same decoded photos."""
     from benchmarks.finetune import random_vit_b_32
     from finetune.export import export_checkpoint
+    from inference.backends.onnx_runtime import load_onnx
     from inference.loading import save_checkpoint
-    from inference.onnx_backend import load_onnx
 
     checkpoint = folder / "vit-b-32-checkpoint"
     torch_model = random_vit_b_32(torch.device("cpu")).eval()

@@ -28,9 +28,9 @@ from bot.operations.learning import Learner, child_environment, feedback_command
 from bot.operations.supervisor import Supervisor
 from bot.options import Tokens
 from bot.store import Store
+from inference.backends.onnx_runtime import OnnxHashtagModel
 from inference.device import serving_device
 from inference.engine import InferenceEngine
-from inference.onnx_backend import OnnxHashtagModel
 from inference.options import load_model_from_args
 
 log = logging.getLogger("bot")

@@ -9,8 +9,8 @@ import logging
 from pathlib import Path
 
 from bot.operations.checkpoints import CheckpointLoader, checkpoint_stamp
+from inference.backends.onnx_runtime import OnnxHashtagModel
 from inference.engine import Servable
-from inference.onnx_backend import OnnxHashtagModel
 from inference.options import (
     load_model_from_args,
 )

@@ -1,6 +1,6 @@
 """`python -m finetune export`: a checkpoint as an ONNX graph, for ONNX Runtime or Triton.
 
-What the graph holds is described in inference/onnx_export.py, which also writes the zero-shot
+What the graph holds is described in inference/backends/export.py, which also writes the zero-shot
 model's export that a CPU serves.
 """
 
@@ -11,9 +11,9 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from inference.backends.export import export_onnx
+from inference.backends.onnx_runtime import ONNX_FILE
 from inference.loading import load_checkpoint
-from inference.onnx_backend import ONNX_FILE
-from inference.onnx_export import export_onnx
 from inference.spec import ModelLoadError
 
 

@@ -44,7 +44,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except MODEL_SETUP_ERRORS as error:
         args.report.write_text(str(error), encoding="utf-8")
         return EXIT_SETUP_FAILED
-    from inference.onnx_export import export_for_serving
+    from inference.backends.export import export_for_serving
 
     log.info("exporting the zero-shot model for ONNX Runtime, once, into %s", args.directory)
     try:

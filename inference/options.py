@@ -17,9 +17,9 @@ import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from inference.backends.onnx_runtime import ONNX_FILE, load_onnx
 from inference.device import DeviceUnavailable, inference_dtype, resolve_device, serving_device
 from inference.engine import Servable
-from inference.onnx_backend import ONNX_FILE, load_onnx
 from inference.spec import DEFAULT_MODEL, DEFAULT_PRETRAINED, ModelLoadError, default_cache_dir
 from inference.vocab import VocabularyError, load_vocabulary
 from inference.zeroshot_cache import export_dir, zero_shot_key

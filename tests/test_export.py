@@ -78,7 +78,7 @@ def test_backend_onnx_serves_the_same_hashtags_as_torch(checkpoint, tmp_path, ca
 
 
 def test_int8_stays_close_to_fp32(checkpoint):
-    from inference.onnx_backend import load_onnx
+    from inference.backends.onnx_runtime import load_onnx
 
     assert main(["export", "--checkpoint", str(checkpoint)]) == 0
     pixels = np.random.default_rng(0).standard_normal((8, 3, 32, 32), np.float32)
@@ -191,7 +191,7 @@ def test_the_first_start_child_reports_an_exporter_failure(zero_shot, tmp_path, 
     def exporter_fails(*args, **kwargs):
         raise RuntimeError("exporter says no")
 
-    monkeypatch.setattr("inference.onnx_export.export_onnx", exporter_fails)
+    monkeypatch.setattr("inference.backends.export.export_onnx", exporter_fails)
     model, cache = zero_shot
     report, destination = tmp_path / "report.txt", cache / "export"
     status = first_start_main([*model, "--report", str(report), str(destination)])

@@ -26,11 +26,11 @@ from finetune.base_model import base_of
 from finetune.cli import main as finetune_main
 from finetune.feedback import FeedbackOptions, judge, refit_head
 from finetune.publish import publish_checkpoint
+from inference.backends.export import export_for_serving
+from inference.backends.onnx_runtime import load_onnx
 from inference.cli import main as inference_main
 from inference.engine import InferenceEngine
 from inference.loading import load_checkpoint, save_checkpoint
-from inference.onnx_backend import load_onnx
-from inference.onnx_export import export_for_serving
 from inference.spec import checkpoint_version, zero_shot_version
 from tests.answers import Scene, answer, current_ranking
 from tests.corpus import jpeg

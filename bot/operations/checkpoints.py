@@ -15,8 +15,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 from bot.operations import metrics
+from inference.backends.onnx_runtime import ONNX_FILE
 from inference.engine import InferenceEngine, Servable
-from inference.onnx_backend import ONNX_FILE
 from inference.spec import CONFIG_FILE, WEIGHTS_FILE
 
 log = logging.getLogger(__name__)

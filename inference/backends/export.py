@@ -17,9 +17,9 @@ from pathlib import Path
 import onnx
 import torch
 
+from inference.backends.onnx_runtime import ONNX_FILE
 from inference.loading import write_config
 from inference.model import HashtagModel
-from inference.onnx_backend import ONNX_FILE
 from inference.staging import fresh_staging_dir
 
 OPSET = 18
