@@ -28,7 +28,7 @@ from bot.operations.learning import Learner, child_environment, feedback_command
 from bot.operations.supervisor import Supervisor
 from bot.options import Tokens
 from bot.store import Store
-from inference.backends.onnx_runtime import OnnxHashtagModel
+from inference.backends.exported import ExportedModel
 from inference.device import serving_device
 from inference.engine import InferenceEngine
 from inference.options import load_model_from_args
@@ -70,7 +70,7 @@ async def run(
                             served_dir,
                             wiring.model_options(args),
                             wiring.sharing_options(args),
-                            with_onnx=isinstance(model, OnnxHashtagModel),
+                            with_onnx=isinstance(model, ExportedModel),
                         ),
                         watcher,
                         args.learn_every,

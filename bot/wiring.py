@@ -9,7 +9,7 @@ import logging
 from pathlib import Path
 
 from bot.operations.checkpoints import CheckpointLoader, checkpoint_stamp
-from inference.backends.onnx_runtime import OnnxHashtagModel
+from inference.backends.exported import ExportedModel
 from inference.engine import Servable
 from inference.options import (
     load_model_from_args,
@@ -61,11 +61,11 @@ def checkpoint_loader(args: argparse.Namespace) -> CheckpointLoader:
 
 
 def backend_mark(model: Servable, args: argparse.Namespace) -> str:
-    """What a suggestion's model version adds for ONNX Runtime: int8 scores differ a little,
-    so quality is counted apart for it."""
-    if not isinstance(model, OnnxHashtagModel):
+    """What a suggestion's model version adds for an engine serving an export (":onnx",
+    ":openvino-bf16"): bf16 and int8 scores differ a little, so quality is counted apart."""
+    if not isinstance(model, ExportedModel):
         return ""
-    return ":onnx:int8" if args.int8 else ":onnx"
+    return f":{model.engine}"
 
 
 def base_version(args: argparse.Namespace) -> str:

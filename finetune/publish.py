@@ -55,6 +55,11 @@ def publish_checkpoint(
         from finetune.export import export_checkpoint
 
         export_checkpoint(staging)
+        # Served on this machine next: the CPU engine is chosen now, in the background, rather
+        # than when the bot swaps it in.
+        from inference.backends.choice import decision_for
+
+        decision_for(staging)
     stamp = datetime.datetime.now(datetime.UTC).strftime("%Y%m%dT%H%M%S%fZ")
     previous = directory.parent / f"{directory.name}{PREVIOUS_MARK}{stamp}"
     if directory.exists():

@@ -12,8 +12,8 @@ decoded for and is answered by that one, so photos in flight finish on the old h
 ones go to the new head; the swap itself is one assignment, so serving does not pause.
 
 The engine itself holds numpy arrays only: a model is anything with a `spec`, an `encoder_id`
-and `predict_batch` (HashtagModel for torch, OnnxHashtagModel for ONNX Runtime), so serving with
-ONNX Runtime never imports torch.
+and `predict_batch` (HashtagModel for torch, ExportedModel for the CPU engines in
+inference/backends/), so serving an export never imports torch.
 """
 
 from __future__ import annotations
@@ -108,12 +108,14 @@ class InferenceEngine:
 
         Batch size and decode threads follow the device unless given: a GPU answers hundreds of
         photos a second, so it gets batches of up to 128 and a decode thread per core (up to
-        8) to keep it fed; a CPU gets 8 and 2 threads, since its cores also run the model.
+        8) to keep it fed; a CPU gets the batch its engine was measured fastest at on this
+        CPU (8 when unmeasured) and 2 threads, since its cores also run the model.
         `on_decode(seconds)` and `on_batch(size, seconds)` let a caller record metrics.
         """
         self.device = device
         gpu = str(device).startswith("cuda")
-        self.max_batch_size = max_batch_size or (GPU_BATCH if gpu else CPU_BATCH)
+        measured = getattr(model, "batch_size", None)  # an export's engine, measured here
+        self.max_batch_size = max_batch_size or measured or (GPU_BATCH if gpu else CPU_BATCH)
         decode_threads = decode_threads or (min(8, os.cpu_count() or 2) if gpu else 2)
         self.max_wait = max_wait_ms / 1000
         self.max_pending = max_pending
@@ -156,6 +158,11 @@ class InferenceEngine:
     def model(self) -> Servable:
         """The model new requests go to."""
         return self._served.model
+
+    @property
+    def engine_name(self) -> str:
+        """What runs the model: an export's engine ("openvino-bf16") or torch on its device."""
+        return getattr(self.model, "engine", None) or f"torch ({self.device})"
 
     @property
     def model_version(self) -> str:

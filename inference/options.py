@@ -17,7 +17,8 @@ import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from inference.backends.onnx_runtime import ONNX_FILE, load_onnx
+from inference.backends.choice import ENGINES, load_engine
+from inference.backends.exported import ONNX_FILE
 from inference.device import DeviceUnavailable, inference_dtype, resolve_device, serving_device
 from inference.engine import Servable
 from inference.spec import DEFAULT_MODEL, DEFAULT_PRETRAINED, ModelLoadError, default_cache_dir
@@ -31,7 +32,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-BACKENDS = ("auto", "torch", "onnx")
+BACKENDS = ("auto", "torch", *ENGINES)
 
 # Everything that can go wrong while loading, each with a message that says what to do.
 MODEL_SETUP_ERRORS = (ModelLoadError, VocabularyError, DeviceUnavailable)
@@ -125,17 +126,17 @@ def add_model_arguments(
             "--backend",
             choices=BACKENDS,  # argparse checks flags against these, not defaults: see below
             default=_variable("backend", "auto"),
-            help="torch; onnx: ONNX Runtime on the CPU, with the checkpoint's model.onnx (from "
-            "`python -m finetune export`) or the zero-shot model's (exported into the cache on "
-            "its first start); auto (default): onnx on a CPU for the zero-shot model and for "
-            "exported checkpoints (same output in less than half the memory), else torch "
-            "($HASHTAG_BACKEND)",
+            help="auto (default): on a CPU, the fastest engine that gives fp32's hashtags here, "
+            "measured once per CPU on the export (the zero-shot model is exported into the cache "
+            "on its first start; a checkpoint once `python -m finetune export` has run), else "
+            "torch; torch: the model itself (fp16 on a GPU); onnx, onnx-int8: ONNX Runtime fp32 "
+            "or int8; openvino, openvino-bf16: OpenVINO f32 or bf16 ($HASHTAG_BACKEND)",
         )
         group.add_argument(
             "--int8",
             action="store_true",
             default=_switch("int8"),
-            help="with --backend onnx: int8 dynamic quantisation ($HASHTAG_INT8=1)",
+            help="with --backend onnx: the same as --backend onnx-int8 ($HASHTAG_INT8=1)",
         )
 
 
@@ -161,42 +162,43 @@ def check_model_arguments(parser: argparse.ArgumentParser, args: argparse.Namesp
 
 
 def chosen_backend(args: argparse.Namespace, device: str) -> str:
-    """`auto` picks ONNX Runtime on a CPU: for the zero-shot model always (its first start
-    exports it into the cache), for a checkpoint once `python -m finetune export` has run.
+    """`torch`, an engine's name, or `auto`: an export on a CPU, served by the engine measured
+    fastest on this CPU among those that agree with fp32 (inference/backends/choice.py).
 
-    Measured on a 2-core CPU (benchmarks/README.md): the same hashtags (cosine 1.0) in less
-    than half the memory, since torch is never imported; faster for single photos, slightly
-    slower in batches of 32. int8 is faster still but stays opt-in (--int8) until it is
-    measured with the real weights.
+    An export serves on a CPU whenever there is one: the zero-shot model always has one (its
+    first start makes it), a checkpoint once `python -m finetune export` has run. It never
+    imports torch, so it needs less than half the memory.
     """
     backend = getattr(args, "backend", "torch")
+    if backend == "onnx" and getattr(args, "int8", False):
+        return "onnx-int8"
     if backend != "auto":
         return backend
     if device != "cpu":
         return "torch"
-    if args.checkpoint:
-        return "onnx" if (Path(args.checkpoint) / ONNX_FILE).is_file() else "torch"
-    return "onnx"
+    if args.checkpoint and not (Path(args.checkpoint) / ONNX_FILE).is_file():
+        return "torch"
+    return "auto"
 
 
 def load_model_from_args(args: argparse.Namespace) -> tuple[Servable, str]:
     """The model the options describe, on its device, and that device's name.
 
-    Raises one of MODEL_SETUP_ERRORS. The ONNX backend on a CPU never imports torch: the
-    zero-shot model's first start exports it in a child process.
+    Raises one of MODEL_SETUP_ERRORS. An export on a CPU never imports torch: the zero-shot
+    model's first start exports it in a child process, and the engine is chosen in another.
     """
     device = serving_device(args.device)
     backend = chosen_backend(args, device)
-    if backend == "onnx" and device != "cpu":
-        raise DeviceUnavailable("--backend onnx runs on the CPU; use --device cpu")
-    if backend == "onnx" and args.checkpoint:
-        return load_onnx(args.checkpoint, int8=args.int8), device
-    if backend == "onnx":
+    if backend != "torch" and device != "cpu":
+        raise DeviceUnavailable(f"--backend {backend} runs on the CPU; use --device cpu")
+    if backend != "torch" and args.checkpoint:
+        return load_engine(args.checkpoint, backend), device
+    if backend != "torch":
         exported = zero_shot_export_dir(args)
-        if (earlier := _earlier_export(exported, args)) is not None:
+        if (earlier := _earlier_export(exported, backend)) is not None:
             return earlier, device
         if _export_zero_shot(exported, args):
-            return load_onnx(exported, int8=args.int8), device
+            return load_engine(exported, backend), device
     from inference.loading import prepare_for_inference
 
     model, torch_device = load_torch_model(args)
@@ -210,13 +212,13 @@ def zero_shot_export_dir(args: argparse.Namespace) -> Path:
     return export_dir(zero_shot_key(model, pretrained, vocabulary), default_cache_dir())
 
 
-def _earlier_export(directory: Path, args: argparse.Namespace) -> Servable | None:
+def _earlier_export(directory: Path, backend: str) -> Servable | None:
     """The zero-shot model as an earlier start exported it; None when there is none yet, or
     when it is damaged, which is then exported again, like a damaged cached head."""
     if not (directory / ONNX_FILE).is_file():
         return None
     try:
-        return load_onnx(directory, int8=args.int8)
+        return load_engine(directory, backend)
     except ModelLoadError as error:
         log.warning("exporting the zero-shot model again: the cached export is damaged (%s)", error)
         shutil.rmtree(directory, ignore_errors=True)
@@ -259,7 +261,7 @@ def _export_zero_shot(directory: Path, args: argparse.Namespace) -> bool:
             "with --backend torch."
         )
     reason = reason or f"it ended with exit status {status}; its error is printed above"
-    if args.backend == "onnx":
+    if args.backend != "auto":
         raise ModelLoadError(
             f"cannot export the zero-shot model for ONNX Runtime: {reason}\nUse --backend torch."
         )

@@ -14,6 +14,7 @@ import torch
 
 from bot.core.service import HashtagService
 from bot.store import Store
+from inference.backends.choice import BATCHES, ENGINES
 from inference.engine import InferenceEngine
 from tests.bot_process import start_bot
 from tests.corpus import jpeg
@@ -60,9 +61,12 @@ async def test_healthz_and_metrics(telegram, tiny_clip_files, tmp_path):
         await telegram.wait_for("getUpdates", timeout=120)
         status, body = await http_get(f"http://127.0.0.1:{port}/healthz")
         assert status == 200, body
-        assert json.loads(body) == {
+        health = json.loads(body)
+        serving = {key: health.pop(key) for key in ("engine", "batch_size")}
+        assert health == {
             "healthy": True, "model": "loaded", "database": "writable", "telegram": "connected"
         }  # fmt: skip
+        assert serving["engine"] in ENGINES and serving["batch_size"] in BATCHES  # measured
         await telegram.send_message(telegram.message(1, photo=telegram.add_photo(jpeg())))
         await telegram.wait_for("sendMessage")
         status, metrics = await http_get(f"http://127.0.0.1:{port}/metrics")
@@ -71,8 +75,9 @@ async def test_healthz_and_metrics(telegram, tiny_clip_files, tmp_path):
         for stage in ("download", "decode", "inference", "reply"):
             assert f'hashtag_stage_seconds_count{{stage="{stage}"}}' in metrics
         assert "hashtag_batch_size_count 1.0" in metrics and "hashtag_engine_pending 0.0" in metrics
-        # On a CPU the zero-shot model is served by ONNX Runtime, and its version says so.
-        version = "zero-shot:tiny-test-clip.json:tiny_clip.safetensors:onnx"
+        # On a CPU the zero-shot model is served from its export, and its version names the
+        # engine chosen for this CPU (the one /healthz names).
+        version = f"zero-shot:tiny-test-clip.json:tiny_clip.safetensors:{serving['engine']}"
         assert f'hashtag_suggestions_shown_total{{model_version="{version}"}} 1.0' in metrics
     finally:
         bot.send_signal(signal.SIGTERM)

@@ -42,7 +42,9 @@ async def start_health_server(
         for name, reason in failures.items():
             checks[name] = f"failed: {reason}"
             healthy = False
-        body = json.dumps({"healthy": healthy, **checks})
+        engine = service.engine
+        serving = {"engine": engine.engine_name, "batch_size": engine.max_batch_size}
+        body = json.dumps({"healthy": healthy, **checks, **serving})
         return web.Response(
             text=body, status=200 if healthy else 503, content_type="application/json"
         )
