@@ -1,6 +1,12 @@
-"""Inference throughput, decode cost, memory and start-up time for the ViT-B-32 architecture.
+"""Inference throughput per engine, decode cost, memory and start-up time for ViT-B-32.
 
     python benchmarks/inference.py [--device auto|cpu|cuda] [--images 128]
+
+Every CPU engine (torch fp32 and bf16, ONNX Runtime fp32 and int8, OpenVINO f32 and bf16)
+runs the same exported checkpoint in a process of its own, at batches of 1, 8 and 32, with its
+peak memory and its agreement with torch fp32 on the calibration photos. The CLI's marginal
+rate (what one more photo costs once the model is loaded) is measured on the product's default
+path, against the fastest bare engine of the same run.
 
 Random weights (the compute is the same as with the real ones) are saved to a temporary
 .safetensors file and loaded through the same `--model/--pretrained` path users take. Every
@@ -27,7 +33,7 @@ from safetensors.torch import save_file
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from inference.cli import build_parser, format_result, predict_files
+from inference.cli import build_parser
 from inference.device import resolve_device
 from inference.engine import InferenceEngine
 from inference.images import ImageLimits, decode_image
@@ -59,39 +65,44 @@ def bare_forward_images_per_second(
     return done / (time.perf_counter() - start)
 
 
-def backend_comparison(folder: Path, photos: list[bytes], seconds: float = 6) -> dict:
-    """torch fp32 vs ONNX Runtime fp32 and int8: images/s at batch 1 and 32, and cosine of
-    each ONNX embedding to torch's on the same decoded photos."""
-    from benchmarks.finetune import random_vit_b_32
-    from finetune.export import export_checkpoint
-    from inference.backends.onnx_runtime import load_onnx
-    from inference.loading import save_checkpoint
+def engine_table(checkpoint: Path, folder: Path, seconds: float = 4) -> dict[str, dict]:
+    """Each engine in its own process (so its peak RSS is its own): images/s at each batch,
+    peak RSS, and agreement with torch fp32 on the 64 calibration photos."""
+    from inference.backends.calibration import agreement
+    from inference.backends.choice import ENGINES
 
-    checkpoint = folder / "vit-b-32-checkpoint"
-    torch_model = random_vit_b_32(torch.device("cpu")).eval()
-    save_checkpoint(torch_model, checkpoint)
-    export_checkpoint(checkpoint)
-    transform = torch_model.spec.eval_transform()
-    pixels = np.stack([transform(decode_image(p, ImageLimits(), 224)) for p in photos[:32]])
-    reference = torch_model.predict_batch(pixels)[1].astype(np.float32)
-    results = {}
-    for name, model in (
-        ("torch_fp32", torch_model),
-        ("onnx_fp32", load_onnx(checkpoint)),
-        ("onnx_int8", load_onnx(checkpoint, int8=True)),
-    ):
-        rates = {}
-        for batch in (1, 32):
-            model.predict_batch(pixels[:batch])  # warm-up
-            done, start = 0, time.perf_counter()
-            while time.perf_counter() - start < seconds:
-                model.predict_batch(pixels[:batch])
-                done += batch
-            rates[batch] = done / (time.perf_counter() - start)
-        embedding = model.predict_batch(pixels)[1].astype(np.float32)
-        cosine = min(cosine_similarity(a, b) for a, b in zip(embedding, reference, strict=True))
-        results[name] = {"batch_1": rates[1], "batch_32": rates[32], "min_cosine": cosine}
+    results, reference = {}, None
+    for name in ("torch", "torch-bf16", *ENGINES):
+        if name in ENGINES and not ENGINES[name].available():
+            continue
+        outputs = folder / f"outputs-{name}.npz"
+        worker = [sys.executable, str(Path(__file__).with_name("engine_worker.py")), name]
+        worker.append(str(checkpoint))
+        done = subprocess.run(
+            [*worker, str(outputs), str(seconds)], capture_output=True, text=True, check=True
+        )
+        figures = json.loads(done.stdout.strip().splitlines()[-1])
+        saved = np.load(outputs)
+        mine = saved["scores"], saved["embeddings"]
+        reference = reference or mine  # torch fp32 runs first
+        measured = agreement(*mine, reference)
+        figures["min_cosine"], figures["top5_agreement"] = (
+            measured.min_cosine,
+            measured.top5_agreement,
+        )
+        results[name] = figures
     return results
+
+
+def cli_marginal_images_per_second(
+    model_args: list[str], paths: list[Path], env: dict[str, str]
+) -> tuple[float, float, float]:
+    """(marginal images/s, seconds for one photo, seconds for all) of whole `python -m
+    inference --json` processes on the default path: what each photo beyond the first costs
+    once the model is loaded, read, decode, batch and format included."""
+    one, _ = timed_cli([*model_args, "--json", str(paths[0])], env)
+    every, _ = timed_cli([*model_args, "--json", *map(str, paths)], env)
+    return (len(paths) - 1) / (every - one), one, every
 
 
 def decode_ms(engine: InferenceEngine, photos: list[bytes], draft: bool) -> float:
@@ -116,15 +127,6 @@ def draft_cosine(engine: InferenceEngine, photos: list[bytes]) -> float:
 
 def cosine_similarity(a: np.ndarray, b: np.ndarray) -> float:
     return float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b)))
-
-
-async def cli_images_per_second(engine: InferenceEngine, paths: list[Path]) -> float:
-    """What `python -m inference --json` does after loading: read, decode, batch, format."""
-    start = time.perf_counter()
-    async with engine:
-        async for path, outcome in predict_files(engine, paths):
-            format_result(path, outcome, 10, as_json=True)
-    return len(paths) / (time.perf_counter() - start)
 
 
 PEAK_RSS_PROBE = (
@@ -264,41 +266,60 @@ def main() -> None:
 
         env = {**os.environ, "HASHTAG_CACHE_DIR": str(folder / "cache"), "LOG_LEVEL": "ERROR"}
         model_args = ["--model", ARCHITECTURE, "--pretrained", weights, "--device", args.device]
-        # The first start builds the head (and, on a CPU, exports the model for ONNX Runtime).
+        # The first start builds the head (and, on a CPU, exports the model and measures the
+        # engines on it).
         cold, cold_tree_peak, cold_server_peak = first_start_figures(
             [*model_args, str(paths[0])], env
         )
         warm, _ = timed_cli([*model_args, str(paths[0])], env)
         warm_torch, _ = timed_cli([*model_args, "--backend", "torch", str(paths[0])], env)
-        whole_run, _ = timed_cli([*model_args, "--json", *map(str, paths)], env)
+        marginal, _, whole_run = cli_marginal_images_per_second(model_args, paths, env)
 
         os.environ["HASHTAG_CACHE_DIR"] = env["HASHTAG_CACHE_DIR"]
-        # What `python -m inference` serves by default on this device (a CPU: ONNX Runtime on
-        # the export the first start made; a GPU: torch fp16), with the engine's defaults.
+        # What `python -m inference` serves by default on this device (a CPU: the engine the
+        # first start chose; a GPU: torch fp16), with the engine's defaults.
         served, serving_device = load_model_from_args(build_parser().parse_args([*model_args, "x"]))
         engine = InferenceEngine(served, serving_device)
-        # Up to the batch the engine uses by default (a GPU: 128, fp16; a CPU: 16).
-        sizes = (1, 32, 128) if device.type == "cuda" else (1, engine.max_batch_size, 32)
-        bare = {b: bare_forward_images_per_second(engine, b) for b in sizes}
         draft_ms = statistics.median(decode_ms(engine, photos[:32], True) for _ in range(3))
         full_ms = statistics.median(decode_ms(engine, photos[:32], False) for _ in range(3))
         cosine = draft_cosine(engine, photos[:16])
-        end_to_end = asyncio.run(cli_images_per_second(engine, paths))
-        backends = backend_comparison(folder, photos)
+        if device.type == "cuda":
+            engines = {
+                "torch-fp16": {
+                    "images_per_s": {
+                        str(b): bare_forward_images_per_second(engine, b) for b in (1, 32, 128)
+                    }
+                }
+            }
+        else:
+            engines = engine_table(exported_checkpoint(folder), folder)
         memory = memory_figures(weights, folder, paths, env, str(device))
         memory["first_start_all_processes"] = cold_tree_peak
         memory["first_start_serving_process"] = cold_server_peak
         if device.type == "cuda":  # this process's own GPU peak: forward passes and engine
             memory["gpu_peak_allocated"] = torch.cuda.max_memory_allocated(device) / 2**20
 
-    ratio = end_to_end / bare[engine.max_batch_size]
+    best = {name: max(f["images_per_s"].values()) for name, f in engines.items()}
+    fastest = max(best, key=best.__getitem__)
+    print(f"served by default: {engine.engine_name}, batches of {engine.max_batch_size}")
+    print("bare engines, images/s at batch " + " / ".join(map(str, (1, 8, 32))) + ":")
+    for name, figures in engines.items():
+        rates = " / ".join(f"{rate:.1f}" for rate in figures["images_per_s"].values())
+        extra = ""
+        if "min_cosine" in figures:
+            extra = (
+                f"; peak {figures['peak_rss_mb']:.0f} MB; vs torch fp32: cosine >= "
+                f"{figures['min_cosine']:.5f}, same top-5 on {figures['top5_agreement']:.0%}"
+            )
+        print(f"  {name:<14} {rates}{extra}")
+    ratios = {"fastest_bare": best[fastest]}
+    for name, batch in (("torch-bf16", "32"), ("torch", "32")):
+        if name in engines:
+            ratios[name] = engines[name]["images_per_s"][batch]
     print(
-        "bare forward, images/s: "
-        + " | ".join(f"batch {size} {rate:.1f}" for size, rate in bare.items())
-    )
-    print(
-        f"CLI end-to-end, {args.images} photos 1280x960: {end_to_end:.1f} images/s "
-        f"= {ratio:.2f} x bare batch-{engine.max_batch_size}, the engine default (target >= 0.75)"
+        f"CLI marginal on {args.images} photos 1280x960 (default path): {marginal:.1f} images/s"
+        + "".join(f" = {marginal / rate:.2f}x {name}" for name, rate in ratios.items())
+        + f" (fastest bare: {fastest})"
     )
     print(
         f"decode to 224 px tensor: {full_ms:.1f} ms full, {draft_ms:.1f} ms draft "
@@ -310,21 +331,14 @@ def main() -> None:
     )
     print(f"whole CLI process on {args.images} photos: {whole_run:.1f} s")
     print("peak RSS: " + ", ".join(f"{k} {v:.0f} MB" for k, v in memory.items()))
-    base = backends["torch_fp32"]
-    for name, figures in backends.items():
-        print(
-            f"{name:<11} images/s: batch 1 {figures['batch_1']:.1f} "
-            f"({figures['batch_1'] / base['batch_1']:.2f}x torch), batch 32 "
-            f"{figures['batch_32']:.1f} ({figures['batch_32'] / base['batch_32']:.2f}x); "
-            f"min cosine to torch fp32 {figures['min_cosine']:.5f}"
-        )
     print(
         json.dumps(
             {
                 "device": str(device),
-                "bare_images_per_s": {str(k): round(v, 2) for k, v in bare.items()},
-                "cli_end_to_end_images_per_s": round(end_to_end, 2),
-                "cli_vs_bare_default_batch": round(ratio, 3),
+                "served_engine": engine.engine_name,
+                "served_batch_size": engine.max_batch_size,
+                "cli_marginal_images_per_s": round(marginal, 2),
+                "cli_marginal_vs": {k: round(marginal / v, 3) for k, v in ratios.items()},
                 "decode_ms_full": round(full_ms, 2),
                 "decode_ms_draft": round(draft_ms, 2),
                 "draft_min_cosine": round(cosine, 5),
@@ -333,13 +347,22 @@ def main() -> None:
                 "startup_s_cached_head_torch": round(warm_torch, 2),
                 "cli_process_s": round(whole_run, 2),
                 "peak_rss_mb": {key: round(value) for key, value in memory.items()},
-                "backends": {
-                    name: {key: round(value, 5) for key, value in figures.items()}
-                    for name, figures in backends.items()
-                },
+                "engines": engines,
             }
         )
     )
+
+
+def exported_checkpoint(folder: Path) -> Path:
+    """ViT-B-32 with random weights and a random head, saved and exported as users do."""
+    from benchmarks.finetune import random_vit_b_32
+    from finetune.export import export_checkpoint
+    from inference.loading import save_checkpoint
+
+    checkpoint = folder / "vit-b-32-checkpoint"
+    save_checkpoint(random_vit_b_32(torch.device("cpu")).eval(), checkpoint)
+    export_checkpoint(checkpoint)
+    return checkpoint
 
 
 if __name__ == "__main__":
