@@ -33,6 +33,7 @@ from safetensors.torch import save_file
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from inference.backends.choice import ENGINES
 from inference.cli import build_parser
 from inference.device import resolve_device
 from inference.engine import InferenceEngine
@@ -181,8 +182,14 @@ def memory_figures(
     zero_shot = ["--model", ARCHITECTURE, "--pretrained", weights]
     sources = {
         "torch": [*zero_shot, "--backend", "torch", "--device", device],
-        # The default on a CPU (`--backend auto`): ONNX Runtime on the cached export.
-        "onnx": [*zero_shot, "--device", "cpu"],
+        # The default on a CPU (`--backend auto`): the engine chosen on the cached export.
+        "default": [*zero_shot, "--device", "cpu"],
+        # Each engine `auto` may choose, forced: what the bot needs if this CPU picks it.
+        **{
+            name: [*zero_shot, "--device", "cpu", "--backend", name]
+            for name, engine in ENGINES.items()
+            if engine.candidate and engine.available()
+        },
     }
     script = folder / "console-script.txt"
     script.write_text("".join(f"{path}\ny\n" for path in paths[:8]) + "quit\n")

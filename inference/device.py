@@ -50,8 +50,8 @@ def _nvidia_driver_possible() -> bool:
 def inference_dtype(device: torch.device) -> torch.dtype:
     """Half precision on GPUs; fp32 on CPUs.
 
-    The development CPUs have no bf16 hardware: bf16 autocast measured 3-5x slower than fp32
-    there, so the CPU path stays in fp32.
+    torch on a CPU is the reference (`--backend torch`): the faster CPU precisions are served
+    from the export, each checked against fp32 on this CPU first (inference/backends/choice.py).
     """
     import torch
 
