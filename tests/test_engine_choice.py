@@ -2,7 +2,6 @@
 
 import json
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +25,7 @@ from inference.cli import main as inference_main
 from inference.loading import save_checkpoint
 from inference.spec import ModelSpec
 from tests.corpus import jpeg
+from tests.test_export import without_torch
 
 
 @pytest.fixture(scope="module")
@@ -153,22 +153,8 @@ def test_a_chosen_engine_that_will_not_load_leaves_fp32_serving(checkpoint, monk
     assert "the chosen CPU engine openvino does not load" in caplog.text
 
 
-WITHOUT_TORCH = """
-import sys
-for name in ("torch", "torchvision", "open_clip", "timm"):
-    sys.modules[name] = None  # any import of them now raises ImportError
-from inference.backends.choice import main
-sys.exit(main(sys.argv[1:]))
-"""
-
-
 def test_deciding_never_imports_torch(checkpoint):
-    done = subprocess.run(
-        [sys.executable, "-c", WITHOUT_TORCH, str(checkpoint)],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    done = without_torch("inference.backends.choice", [str(checkpoint)], timeout=300)
     assert done.returncode == 0, done.stderr
     assert cached_decision(checkpoint) is not None
 

@@ -129,8 +129,7 @@ def without_torch(module: str, args: list[str], **options) -> subprocess.Complet
         [sys.executable, "-c", script, *args],
         capture_output=True,
         text=True,
-        timeout=120,
-        **options,
+        **{"timeout": 120, **options},
     )
 
 
