@@ -112,7 +112,7 @@ def embed_images(
         [paths[i] for i in todo], model.spec.image_transform(), model.spec.input_side
     )
     own_dtype = next(model.parameters()).dtype
-    dtype = precision.dtype(model, batch_size) if precision and todo else own_dtype
+    dtype = precision.dtype(model, batch_size) if precision is not None and todo else own_dtype
     embed = embedder(model, dtype)
     new_digests, new_vectors = [], []
     with tqdm(total=len(todo), desc=description, unit="image") as progress:
