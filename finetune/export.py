@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from inference.backends.export import export_onnx
-from inference.backends.onnx_runtime import ONNX_FILE
+from inference.backends.exported import ONNX_FILE
 from inference.loading import load_checkpoint
 from inference.spec import ModelLoadError
 

@@ -28,7 +28,7 @@ from finetune.cli import METRIC_COLUMNS, metric_row
 from finetune.feedback import FeedbackOptions, NotEnoughAnswers
 from finetune.learn import Models, learn_round, read_answers
 from finetune.losses import LOSS_CHOICES
-from inference.backends.onnx_runtime import ONNX_FILE
+from inference.backends.exported import ONNX_FILE
 from inference.options import (
     DEFAULT_MODEL,
     DEFAULT_PRETRAINED,

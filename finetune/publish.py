@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime
 import json
+import logging
 import shutil
 from pathlib import Path
 
@@ -21,6 +22,8 @@ from inference.staging import fresh_staging_dir
 
 METRICS_FILE = "metrics.json"
 PREVIOUS_MARK = ".previous-"
+
+log = logging.getLogger(__name__)
 
 
 def write_metrics(directory: Path, report: dict) -> None:
@@ -58,8 +61,12 @@ def publish_checkpoint(
         # Served on this machine next: the CPU engine is chosen now, in the background, rather
         # than when the bot swaps it in.
         from inference.backends.choice import decision_for
+        from inference.spec import ModelLoadError
 
-        decision_for(staging)
+        try:
+            decision_for(staging)
+        except ModelLoadError as error:  # the checkpoint is still good: the bot measures it
+            log.warning("%s; the bot measures the engines when it swaps this in", error)
     stamp = datetime.datetime.now(datetime.UTC).strftime("%Y%m%dT%H%M%S%fZ")
     previous = directory.parent / f"{directory.name}{PREVIOUS_MARK}{stamp}"
     if directory.exists():

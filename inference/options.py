@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 
 from inference.backends.choice import ENGINES, load_engine
 from inference.backends.exported import ONNX_FILE
+from inference.children import child_environment
 from inference.device import DeviceUnavailable, inference_dtype, resolve_device, serving_device
 from inference.engine import Servable
 from inference.spec import DEFAULT_MODEL, DEFAULT_PRETRAINED, ModelLoadError, default_cache_dir
@@ -238,15 +239,12 @@ def _export_zero_shot(directory: Path, args: argparse.Namespace) -> bool:
     for flag, value in (("--model", args.model), ("--pretrained", args.pretrained)):
         options += [flag, value] if value else []
     options += ["--vocab", str(args.vocab)] if args.vocab else []
-    # It logs at this process's level, and needs no secrets: the bots' tokens stay out of it.
-    level = logging.getLevelName(logging.getLogger().getEffectiveLevel())
-    env = {name: value for name, value in os.environ.items() if not name.endswith("_TOKEN")}
-    env = without_model_variables(env)  # the options above name the model
+    env = without_model_variables(child_environment())  # the options above name the model
     with tempfile.TemporaryDirectory(prefix="hashtag-first-start-") as temp:
         report = Path(temp) / "report.txt"
         command = [sys.executable, "-m", "inference.first_start", "--report", str(report)]
         status = subprocess.run(
-            [*command, *options, str(directory)], env={**env, "LOG_LEVEL": level}, check=False
+            [*command, *options, str(directory)], env=env, check=False
         ).returncode
         reason = report.read_text(encoding="utf-8") if report.is_file() else ""
     if status == 0:

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from bot.operations import metrics
-from inference.backends.onnx_runtime import ONNX_FILE
+from inference.backends.exported import ONNX_FILE
 from inference.engine import InferenceEngine, Servable
 from inference.spec import CONFIG_FILE, WEIGHTS_FILE
 

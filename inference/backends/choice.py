@@ -15,6 +15,7 @@ memory, and timings are not disturbed by what the server holds.
 from __future__ import annotations
 
 import argparse
+import functools
 import hashlib
 import json
 import logging
@@ -34,6 +35,7 @@ from inference.backends.calibration import Agreement, agreement, calibration_bat
 from inference.backends.derived import graph_stamp, places
 from inference.backends.exported import ONNX_FILE, ExportedModel, exported_graph
 from inference.backends.onnx_runtime import load_onnx
+from inference.children import child_environment
 from inference.memory import release_freed_memory
 from inference.spec import ModelLoadError
 
@@ -157,6 +159,7 @@ class Decision:
         return line + (f"; refused: {', '.join(refused)}" if refused else "")
 
 
+@functools.cache  # the processor does not change while a process runs
 def cpu_signature() -> tuple[str, str]:
     """(key, description) of what decides the engine: the processor, its relevant features,
     the cores this process may use, and the runtimes' versions."""
@@ -316,9 +319,7 @@ def decision_for(directory: Path) -> Decision:
         return decision
     log.info("measuring the CPU engines for %s on this CPU, once (seconds)", directory)
     command = [sys.executable, "-m", "inference.backends.choice", str(directory)]
-    level = logging.getLevelName(logging.getLogger().getEffectiveLevel())
-    env = {name: value for name, value in os.environ.items() if not name.endswith("_TOKEN")}
-    status = subprocess.run(command, env={**env, "LOG_LEVEL": level}, check=False).returncode
+    status = subprocess.run(command, env=child_environment(), check=False).returncode
     decision = cached_decision(directory) if status == 0 else None
     if decision is None:
         raise ModelLoadError(

@@ -17,7 +17,7 @@ from pathlib import Path
 import onnx
 import torch
 
-from inference.backends.onnx_runtime import ONNX_FILE
+from inference.backends.exported import ONNX_FILE
 from inference.loading import write_config
 from inference.model import HashtagModel
 from inference.staging import fresh_staging_dir

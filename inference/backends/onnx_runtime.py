@@ -11,8 +11,6 @@ import onnxruntime
 from inference.backends.derived import load_derived
 from inference.backends.exported import ONNX_FILE, ExportedModel, cannot_load, exported_graph
 
-__all__ = ["ONNX_FILE", "load_onnx"]
-
 
 def load_onnx(checkpoint: Path, int8: bool = False) -> ExportedModel:
     """The checkpoint's `model.onnx` (written by `python -m finetune export`).
