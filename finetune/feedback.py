@@ -18,8 +18,9 @@ existed.
 
 The fit, on the training answers:
 1. the base head's logits are recalibrated as a whole (one scale and one shift: a zero-shot
-   head's logits are on no particular scale), which is all a hashtag gets until enough people
-   accepted it;
+   head's logits are on no particular scale) and the hashtags' popularity prior gets the alpha
+   these people's answers call for (inference/prior.py), which is all a hashtag gets until
+   enough people accepted it;
 2. every hashtag that enough people accepted gets its own row, a logistic regression on the
    embeddings with a Gaussian prior around its recalibrated base row (one unit of standardised
    weight), so its direction moves as far as its answers warrant: a little with a few dozen,
@@ -65,6 +66,7 @@ from finetune.losses import make_loss
 from finetune.metrics import ranking_metrics, top_k_hits
 from finetune.training import Standardization, cosine_schedule, head_scores
 from inference.model import HashtagModel
+from inference.prior import centred_log_prior
 
 # The served head's logit for a hashtag it does not have, which it cannot suggest.
 CANNOT_SUGGEST = -30.0
@@ -147,7 +149,7 @@ def refit_head(
             f"{len(photos)} answered photos leave none to train on or none to check with"
         )
 
-    start = _start_head(base.head, train, len(community), options)
+    start, recalibration = _start_head(base, train, len(community), options)
     fitted = _fit(start, train, learnable, options, device)
     weight, curve = _choose_blend(start, fitted, val if len(val) else train, options)
     if weight > 0 and len(val):  # the chosen move, fitted again on every answer but the gate's
@@ -168,6 +170,7 @@ def refit_head(
         "held_out_loss": losses,
         "ranking_shortfall": shortfall,
         "passed": passed,
+        "recalibration": recalibration,
         "blend": {"weight": weight, "validation_loss": curve},
         "answers": {
             "used": len(answers),
@@ -196,6 +199,7 @@ def refit_head(
             "answers": report["answers"],
             "community_hashtags": community,
             "blend_weight": weight,
+            "prior_alpha": recalibration["prior_alpha"],
             "held_out_metrics": gate_metrics,
             "created": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         },
@@ -234,20 +238,27 @@ def _weighted_loss(logits, codes, photo_weights, options) -> torch.Tensor:
 
 
 def _start_head(
-    base: nn.Linear, train: AnswerSet, new_rows: int, options: FeedbackOptions
-) -> nn.Linear:
-    """The base head recalibrated as a whole (one scale, one shift), with a row per community
+    base: HashtagModel, train: AnswerSet, new_rows: int, options: FeedbackOptions
+) -> tuple[nn.Linear, dict[str, float]]:
+    """The base head recalibrated as a whole (see _recalibration), with a row per community
     hashtag: the direction from the average photo to the average photo that got it, as long as
-    a typical row, at its base rate."""
-    weight = base.weight.detach().float().cpu()
-    bias = base.bias.detach().float().cpu()
-    scale, shift = _recalibration(base, train, options)
-    extended = nn.Linear(base.in_features, base.out_features + new_rows)
+    a typical row, at its base rate. Also returns the recalibration, for the report."""
+    head = base.head
+    weight = head.weight.detach().float().cpu()
+    bias = head.bias.detach().float().cpu()
+    log_prior = centred_log_prior(base.spec.vocabulary)
+    base_alpha = base.spec.provenance.get("prior_alpha") or 0.0
+    recalibration = _recalibration(head, log_prior, base_alpha, train, options)
+    scale = recalibration["scale"]
+    extended = nn.Linear(head.in_features, head.out_features + new_rows)
     with torch.no_grad():
-        extended.weight[: base.out_features] = weight * scale
-        extended.bias[: base.out_features] = bias * scale + shift
+        extended.weight[: head.out_features] = weight * scale
+        extended.bias[: head.out_features] = bias * scale + recalibration["shift"]
+        if log_prior is not None:
+            more_prior = recalibration["prior_alpha"] - scale * base_alpha
+            extended.bias[: head.out_features] += more_prior * torch.tensor(log_prior)
         x = torch.from_numpy(train.embeddings)
-        truth = torch.from_numpy(train.truth[:, base.out_features :])
+        truth = torch.from_numpy(train.truth[:, head.out_features :])
         average = x.mean(dim=0)
         row_length = (weight * scale).norm(dim=1).median().clamp(min=1e-3)
         for row in range(new_rows):
@@ -256,35 +267,59 @@ def _start_head(
             direction = centre - average
             direction *= row_length / direction.norm().clamp(min=1e-6)
             rate = min(max(float(positives.float().mean()), 1e-3), 0.5)
-            extended.weight[base.out_features + row] = direction
-            extended.bias[base.out_features + row] = (
+            extended.weight[head.out_features + row] = direction
+            extended.bias[head.out_features + row] = (
                 math.log(rate / (1 - rate)) - direction @ average
             )
-    return extended.requires_grad_(False)
+    return extended.requires_grad_(False), recalibration
 
 
-def _recalibration(base: nn.Linear, train: AnswerSet, options: FeedbackOptions):
-    """The scale and shift of the base head's logits that explain the training answers best;
-    two numbers, so a seeded sample of RECALIBRATION_PHOTOS answers pins them down."""
+def _recalibration(
+    base: nn.Linear,
+    log_prior: list[float] | None,
+    base_alpha: float,
+    train: AnswerSet,
+    options: FeedbackOptions,
+) -> dict[str, float]:
+    """What the base head's logits need to explain the training answers best: a scale and a
+    shift of what the picture says, and the popularity prior's alpha (inference/prior.py).
+
+    Three numbers, so a few dozen answers pin them down long before any hashtag has enough
+    people to re-fit its row, and a seeded sample of RECALIBRATION_PHOTOS answers is plenty.
+    The base head holds `base_alpha` of the prior (the zero-shot head's default; 0 for a head
+    trained on photos, whose biases hold popularity already); the fit starts there, so a head
+    the answers cannot improve stays as it was. Without statistics for the vocabulary there is
+    no prior to weigh.
+    """
     if len(train) > RECALIBRATION_PHOTOS:
         generator = np.random.default_rng(options.seed)
         train = train.part(np.sort(generator.choice(len(train), RECALIBRATION_PHOTOS, False)))
     logits = torch.from_numpy(head_scores(base, train.embeddings)[:, : base.out_features])
     codes = torch.from_numpy(train.codes[:, : base.out_features])
     photo_weights = torch.from_numpy(train.weights)
+    prior = torch.tensor(log_prior) if log_prior is not None else torch.zeros(base.out_features)
+    picture = logits - base_alpha * prior
     scale = torch.ones((), requires_grad=True)
     shift = torch.zeros((), requires_grad=True)
-    optimizer = torch.optim.LBFGS([scale, shift], max_iter=50, line_search_fn="strong_wolfe")
+    alpha = torch.tensor(float(base_alpha), requires_grad=log_prior is not None)
+    fitted = [scale, shift] + ([alpha] if log_prior is not None else [])
+    optimizer = torch.optim.LBFGS(fitted, max_iter=50, line_search_fn="strong_wolfe")
 
     def closure():
         optimizer.zero_grad()
-        loss = _weighted_loss(logits * scale + shift, codes, photo_weights, options)
+        recalibrated = picture * scale + shift + alpha * prior
+        loss = _weighted_loss(recalibrated, codes, photo_weights, options)
         loss.backward()
         return loss
 
     optimizer.step(closure)
-    scale, shift = float(scale.detach()), float(shift.detach())
-    return (scale, shift) if math.isfinite(scale) and math.isfinite(shift) else (1.0, 0.0)
+    found = {
+        name: float(value.detach())
+        for name, value in (("scale", scale), ("shift", shift), ("prior_alpha", alpha))
+    }
+    if not all(map(math.isfinite, found.values())):
+        return {"scale": 1.0, "shift": 0.0, "prior_alpha": float(base_alpha)}
+    return found
 
 
 def _fit(

@@ -19,6 +19,7 @@ from torch import nn
 from inference.hub import ensure_downloadable
 from inference.memory import release_freed_memory
 from inference.model import HashtagModel, build_vision_tower
+from inference.prior import DEFAULT_PRIOR_ALPHA, centred_log_prior
 from inference.spec import (
     CONFIG_FILE,
     DEFAULT_MODEL,
@@ -86,7 +87,12 @@ def load_zero_shot(
         model_cfg=model_cfg,
         preprocess=preprocess,
         vocabulary=list(vocabulary),
-        provenance={"head": "zero-shot", "pretrained": pretrained},
+        provenance={
+            "head": "zero-shot",
+            "pretrained": pretrained,
+            # How much of the popularity prior its biases hold (the learning loop re-fits it).
+            "prior_alpha": DEFAULT_PRIOR_ALPHA if centred_log_prior(vocabulary) else None,
+        },
     )
     return HashtagModel(visual, head, spec).eval()
 

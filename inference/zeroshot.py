@@ -19,19 +19,23 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 from tqdm import tqdm
 
+from inference.prior import DEFAULT_PRIOR_ALPHA, centred_log_prior
 from inference.zeroshot_cache import HASHTAG_TEMPLATES, ZERO_SHOT_COSINE_OFFSET, head_path
 
 log = logging.getLogger(__name__)
 
 
 def build_zero_shot_head(clip_model: nn.Module, tokenizer, vocabulary: Sequence[str]) -> nn.Linear:
-    """Head rows = the averaged, normalised text embeddings of each hashtag's prompts."""
+    """Head rows = the averaged, normalised text embeddings of each hashtag's prompts; biases =
+    the common offset plus each hashtag's popularity prior (inference/prior.py)."""
     text_embeddings = hashtag_text_embeddings(clip_model, tokenizer, vocabulary)
     scale = float(clip_model.logit_scale.detach().exp().clamp(max=100))
     head = nn.Linear(text_embeddings.shape[1], text_embeddings.shape[0])
     with torch.no_grad():
         head.weight.copy_(text_embeddings * scale)
         head.bias.fill_(-scale * ZERO_SHOT_COSINE_OFFSET)
+        if (log_prior := centred_log_prior(vocabulary)) is not None:
+            head.bias.add_(DEFAULT_PRIOR_ALPHA * torch.tensor(log_prior))
     return head
 
 

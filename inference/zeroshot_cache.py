@@ -1,10 +1,11 @@
 """Where the zero-shot model's derived files live in the cache, and what they are keyed on.
 
-The zero-shot model is derived from three inputs: the open_clip model, its weights and the
-vocabulary. Two things made from them are kept, because making them is slow: the hashtag head
-(tens of seconds through the text tower) and the ONNX export that a CPU serves (seconds, and
-torch's memory). The key is computed without importing torch, so a start that finds the export
-can serve it without loading torch at all.
+The zero-shot model is derived from four inputs: the open_clip model, its weights, the
+vocabulary and the hashtags' popularity prior (inference/prior.py). Two things made from them
+are kept, because making them is slow: the hashtag head (tens of seconds through the text
+tower) and the ONNX export that a CPU serves (seconds, and torch's memory). The key is
+computed without importing torch, so a start that finds the export can serve it without
+loading torch at all.
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ import os
 from collections.abc import Sequence
 from importlib import metadata
 from pathlib import Path
+
+from inference.prior import DEFAULT_PRIOR_ALPHA, counts_digest
 
 # Several phrasings, averaged, make the text embedding of a hashtag less sensitive to any one
 # wording; the Instagram-style ones match how HARRISON's hashtags were used.
@@ -32,7 +35,7 @@ HASHTAG_TEMPLATES = (
 ZERO_SHOT_COSINE_OFFSET = 0.2
 
 # Bump when what is cached changes meaning (the head's formula, the export's layout).
-CACHE_VERSION = 2
+CACHE_VERSION = 3  # 3: the popularity prior in the head's biases
 
 
 def weights_identity(pretrained: str) -> str:
@@ -60,6 +63,7 @@ def zero_shot_key(model: str, pretrained: str, vocabulary: Sequence[str]) -> str
             "vocabulary": list(vocabulary),
             "templates": HASHTAG_TEMPLATES,
             "offset": ZERO_SHOT_COSINE_OFFSET,
+            "prior": {"alpha": DEFAULT_PRIOR_ALPHA, "counts": counts_digest()},
         },
         sort_keys=True,
     )

@@ -31,6 +31,7 @@ from inference.backends.onnx_runtime import load_onnx
 from inference.cli import main as inference_main
 from inference.engine import InferenceEngine
 from inference.loading import load_checkpoint, save_checkpoint
+from inference.prior import DEFAULT_PRIOR_ALPHA, centred_log_prior
 from inference.spec import checkpoint_version, zero_shot_version
 from tests.answers import Scene, answer, current_ranking
 from tests.corpus import jpeg
@@ -592,3 +593,30 @@ async def test_two_rounds_of_the_learner_after_a_forget_equal_a_world_without_th
     assert after.spec.vocabulary == never.spec.vocabulary
     assert torch.equal(after.head.weight, never.head.weight)
     assert torch.equal(after.head.bias, never.head.bias)
+
+
+async def popularity_answers(store, model, popular: bool, photos: int = 40, seed: int = 0):
+    """Six people each type two hashtags per photo of its own scene: drawn by how often
+    HARRISON's people use them (`popular`), or alike from the whole vocabulary."""
+    vocabulary = model.spec.vocabulary
+    weights = (
+        np.exp(np.array(centred_log_prior(vocabulary))) if popular else np.ones(len(vocabulary))
+    )
+    rng = np.random.default_rng(seed)
+    for i in range(photos):
+        tags = rng.choice(len(vocabulary), 2, replace=False, p=weights / weights.sum())
+        embedding = Scene.random(1000 + i).photo(rng)
+        await answer(store, model, f"p{i % 6}", embedding, [vocabulary[t] for t in tags])
+
+
+@pytest.mark.parametrize("popular", [True, False])
+async def test_a_few_dozen_answers_say_how_much_popularity_counts(store, tiny_model, popular):
+    await popularity_answers(store, tiny_model, popular)
+    result = await refit(store, tiny_model)
+    alpha = result.report["recalibration"]["prior_alpha"]
+    assert tiny_model.spec.provenance["prior_alpha"] == DEFAULT_PRIOR_ALPHA  # where it starts
+    if popular:  # a random model's picture says nothing: popularity is all there is to learn
+        assert alpha > 0.4
+    else:  # popularity says nothing about these answers
+        assert abs(alpha) < 0.2
+    assert result.model.spec.provenance["prior_alpha"] == alpha
