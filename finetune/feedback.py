@@ -20,7 +20,8 @@ The fit, on the training answers:
 1. the base head's logits are recalibrated as a whole (one scale and one shift: a zero-shot
    head's logits are on no particular scale) and the hashtags' popularity prior gets the alpha
    these people's answers call for (inference/prior.py), which is all a hashtag gets until
-   enough people accepted it;
+   enough people accepted it; three numbers everyone shares, so only the answers of counted
+   people set them, and only once there are `min_people` of them;
 2. every hashtag that enough people accepted gets its own row, a logistic regression on the
    embeddings with a Gaussian prior around its recalibrated base row (one unit of standardised
    weight), so its direction moves as far as its answers warrant: a little with a few dozen,
@@ -149,7 +150,10 @@ def refit_head(
             f"{len(photos)} answered photos leave none to train on or none to check with"
         )
 
-    start, recalibration = _start_head(base, train, len(community), options)
+    # Three numbers everyone's suggestions share: only a crowd of counted people sets them.
+    crowd = train.part(np.isin(train.people, sorted(counted)))
+    crowd = crowd if len(set(crowd.people.tolist())) >= options.min_people else None
+    start, recalibration = _start_head(base, train, crowd, len(community), options)
     fitted = _fit(start, train, learnable, options, device)
     weight, curve = _choose_blend(start, fitted, val if len(val) else train, options)
     if weight > 0 and len(val):  # the chosen move, fitted again on every answer but the gate's
@@ -238,17 +242,26 @@ def _weighted_loss(logits, codes, photo_weights, options) -> torch.Tensor:
 
 
 def _start_head(
-    base: HashtagModel, train: AnswerSet, new_rows: int, options: FeedbackOptions
+    base: HashtagModel,
+    train: AnswerSet,
+    crowd: AnswerSet | None,
+    new_rows: int,
+    options: FeedbackOptions,
 ) -> tuple[nn.Linear, dict[str, float]]:
-    """The base head recalibrated as a whole (see _recalibration), with a row per community
-    hashtag: the direction from the average photo to the average photo that got it, as long as
-    a typical row, at its base rate. Also returns the recalibration, for the report."""
+    """The base head recalibrated as a whole on `crowd`'s answers (see _recalibration; None:
+    too few counted people, and the base stays as it is), with a row per community hashtag:
+    the direction from the average photo to the average photo that got it, as long as a
+    typical row, at its base rate. Also returns the recalibration, for the report."""
     head = base.head
     weight = head.weight.detach().float().cpu()
     bias = head.bias.detach().float().cpu()
     log_prior = centred_log_prior(base.spec.vocabulary)
     base_alpha = base.spec.provenance.get("prior_alpha") or 0.0
-    recalibration = _recalibration(head, log_prior, base_alpha, train, options)
+    recalibration = (
+        _recalibration(head, log_prior, base_alpha, crowd, options)
+        if crowd is not None
+        else _unchanged(base_alpha)
+    )
     scale = recalibration["scale"]
     extended = nn.Linear(head.in_features, head.out_features + new_rows)
     with torch.no_grad():
@@ -317,9 +330,12 @@ def _recalibration(
         name: float(value.detach())
         for name, value in (("scale", scale), ("shift", shift), ("prior_alpha", alpha))
     }
-    if not all(map(math.isfinite, found.values())):
-        return {"scale": 1.0, "shift": 0.0, "prior_alpha": float(base_alpha)}
-    return found
+    return found if all(map(math.isfinite, found.values())) else _unchanged(base_alpha)
+
+
+def _unchanged(base_alpha: float) -> dict[str, float]:
+    """The recalibration that leaves the base head as it is."""
+    return {"scale": 1.0, "shift": 0.0, "prior_alpha": float(base_alpha)}
 
 
 def _fit(

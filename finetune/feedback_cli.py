@@ -283,6 +283,8 @@ def format_report(report: dict) -> str:
         f"{answers['skipped_other_encoder']} skipped: made by another encoder; "
         f"{answers['damaged']} damaged)",
         f"rows learned from answers: {report['learned_rows']}",
+        "whole head: scale {scale:.2f}, shift {shift:+.2f}, popularity prior alpha "
+        "{prior_alpha:.2f}".format(**report["recalibration"]),
         "community hashtags: " + (" ".join(f"#{tag}" for tag in community) or "none"),
         f"blend weight on the re-fitted head: {report['blend']['weight']:.2f}",
         "",

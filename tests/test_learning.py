@@ -620,3 +620,16 @@ async def test_a_few_dozen_answers_say_how_much_popularity_counts(store, tiny_mo
     else:  # popularity says nothing about these answers
         assert abs(alpha) < 0.2
     assert result.model.spec.provenance["prior_alpha"] == alpha
+
+
+async def test_too_few_people_leave_the_popularity_prior_as_it_was(store, tiny_model):
+    vocabulary = tiny_model.spec.vocabulary
+    for i in range(40):  # two people, forty answers of nothing but rare hashtags
+        embedding = Scene.random(2000 + i).photo(np.random.default_rng(i))
+        await answer(store, tiny_model, f"p{i % 2}", embedding, vocabulary[-3:])
+    result = await refit(store, tiny_model)
+    assert result.report["recalibration"] == {
+        "scale": 1.0,
+        "shift": 0.0,
+        "prior_alpha": DEFAULT_PRIOR_ALPHA,
+    }
