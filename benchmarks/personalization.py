@@ -2,6 +2,7 @@
 
     python benchmarks/personalization.py [--search]
     python benchmarks/personalization.py --profile-only   # the timings alone, in seconds
+    python benchmarks/personalization.py --thumbs-up      # what a 👍 should tell trust
 
 Simulated people post photos whose true hashtags are drawn from HARRISON's label statistics
 (benchmarks/harrison.py: per topic, how often each hashtag was used):
@@ -332,9 +333,24 @@ def recall_precision(ranking: list[str], truth: set[str]) -> tuple[float, float]
     return len(set(ranking[:5]) & truth) / len(truth), float(ranking[0] in truth)
 
 
-def simulate(world: World, people: list[Person], weights: Weights, seed: int) -> dict:
+def simulate(
+    world: World,
+    people: list[Person],
+    weights: Weights,
+    seed: int,
+    thumbs_up: frozenset[int] = frozenset(),
+    credit_thumbs: bool = False,
+) -> dict:
     """Per (kind of person, checkpoint, personalised or not): each person's mean recall@5 and
-    precision@1 over their test photos, as a (people, 2) array."""
+    precision@1 over their test photos, as a (people, 2) array; per (kind, checkpoint,
+    "trust"), each person's trust then, as a (people, 1) array.
+
+    `thumbs_up`: the people (by index) who answer every photo with a 👍, which accepts every
+    shown hashtag (they still type some missing ones); their kind ends in " 👍".
+    `credit_thumbs`: count a photo on which every shown hashtag was accepted as a win for
+    personalisation when it showed one the model's own top SHOWN did not have (`thumbs_credit`;
+    not what the bot does, see `--thumbs-up`).
+    """
     world.rng = np.random.default_rng(seed)
     for person in people:
         person.posted.clear()
@@ -347,13 +363,17 @@ def simulate(world: World, people: list[Person], weights: Weights, seed: int) ->
     posted = 0
     for checkpoint in CHECKPOINTS:
         while posted < checkpoint:  # everyone posts, with feedback, up to the checkpoint
-            for person, profile in zip(people, profiles, strict=True):
+            for number, (person, profile) in enumerate(zip(people, profiles, strict=True)):
                 photo = person.post(world)
                 everyone.counts = dict(prior_counts)
                 ranking = _rank(world, photo, profile, everyone, weights)
                 shown = ranking.shown(SHOWN)
                 verdicts = feedback(photo, ranking.tags[:SHOWN], world.rng)
+                if number in thumbs_up:
+                    verdicts |= dict.fromkeys(ranking.tags[:SHOWN], 1)
                 won = personal_order_won(shown, verdicts)
+                if credit_thumbs and not won:
+                    won = thumbs_credit(ranking, verdicts)
                 taken = now - (checkpoint - posted) * 3600
                 profile.set_photo(profile.photos, taken, photo.embedding, verdicts, won)
                 everyone.trust_wins += won > 0
@@ -363,8 +383,9 @@ def simulate(world: World, people: list[Person], weights: Weights, seed: int) ->
                 everyone.photos += bool(accepted)
             posted += 1
         everyone.counts = dict(prior_counts)
-        for person, profile in zip(people, profiles, strict=True):
-            kind = "interest" if person.topics else "random"
+        for number, (person, profile) in enumerate(zip(people, profiles, strict=True)):
+            kind = ("interest" if person.topics else "random") + (" 👍" * (number in thumbs_up))
+            results[kind, checkpoint, "trust"].append(np.array([profile.trust(everyone)]))
             scored = defaultdict(list)
             for _ in range(TEST_POSTS):
                 photo = person.post(world, remember=False)
@@ -375,6 +396,16 @@ def simulate(world: World, people: list[Person], weights: Weights, seed: int) ->
             for mode, values in scored.items():
                 results[kind, checkpoint, mode].append(np.mean(values, axis=0))
     return {key: np.array(values) for key, values in results.items()}
+
+
+def thumbs_credit(ranking: Ranking, verdicts: dict[str, int]) -> int:
+    """+1 when every shown hashtag was accepted and personalisation showed one that the
+    model's own top SHOWN did not have (known here; the store does not keep it), else 0."""
+    shown = ranking.tags[:SHOWN]
+    if not all(verdicts.get(tag, 0) > 0 for tag in shown):
+        return 0
+    own_top = np.argsort(-ranking.model, kind="stable")[:SHOWN]
+    return int(set(shown) != {ranking.tags[i] for i in own_top})
 
 
 def mean(result: dict, kind: str, checkpoint: int, mode: str) -> np.ndarray:
@@ -489,10 +520,20 @@ def main() -> None:
         help="only time one person with 10,000 answered photos (ranking, an answer, memory); "
         "the tests check the work done, and these wall-clock figures live here",
     )
+    parser.add_argument(
+        "--thumbs-up",
+        action="store_true",
+        help="only the study behind bot/core/trust.py's treatment of a 👍: in the hard "
+        "population, as many people who answer every photo with a 👍 as who answer tag by "
+        "tag, with a 👍 giving trust no evidence (the bot) and counted as a win (thumbs_credit)",
+    )
     args = parser.parse_args()
 
     if args.profile_only:
         print(json.dumps(profile_figures(args.seed)))
+        return
+    if args.thumbs_up:
+        print(json.dumps(thumbs_up_study(args.seed, args.users)))
         return
     if args.search:
         search(args.seed, args.users // 2)
@@ -532,6 +573,34 @@ def main() -> None:
 
 
 HEAD_CHECK_PHOTOS = 2000
+
+
+def thumbs_up_study(seed: int, users: int) -> dict:
+    """Does giving a 👍 no evidence hold back people whose habits are real? `users` people
+    with habits and as many without answer tag by tag, as many of each answer with a 👍; run
+    as the bot judges a 👍 (no evidence) and with `thumbs_credit`. Per kind of person and
+    rule: personalised / plain recall@5 after 20 and 100 posts, and trust after 100."""
+    world = HardWorld(seed)
+    people = make_people(world, users, users, HARD) + make_people(world, users, users, HARD)
+    thumbs = frozenset(range(2 * users, 4 * users))
+    figures = {}
+    for rule, credit in (("bot", False), ("credit", True)):
+        result = simulate(world, people, Weights(), seed, thumbs, credit_thumbs=credit)
+        told = "counted as a win (thumbs_credit)" if credit else "no evidence (the bot)"
+        print(f"\na 👍 with every shown hashtag accepted: {told}")
+        print(f"{'':<16}{'recall@5 after 20':>26}{'after 100':>26}{'trust after 100':>18}")
+        for kind in ("interest", "interest 👍", "random", "random 👍"):
+            key = f"{rule}_{kind.replace(' 👍', '_thumbs')}"
+            row = f"{kind:<16}"
+            for checkpoint in (20, 100):
+                plain = mean(result, kind, checkpoint, "plain")[0]
+                personal = mean(result, kind, checkpoint, "personal")[0]
+                row += f"{plain:>9.3f} -> {personal:.3f} ({personal / plain:.2f}x)"
+                figures[f"{key}_ratio_after_{checkpoint}"] = round(float(personal / plain), 3)
+            trust = float(mean(result, kind, 100, "trust")[0])
+            figures[f"{key}_trust_after_100"] = round(trust, 3)
+            print(f"{row}{trust:>14.2f}")
+    return figures
 
 
 def head_figures(world: HardWorld, photos: int) -> tuple[float, float]:

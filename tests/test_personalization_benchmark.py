@@ -9,12 +9,15 @@ from benchmarks.personalization import (
     EASY,
     HARD,
     HEAD_CHECK_PHOTOS,
+    SHOWN,
     HardWorld,
     Person,
     World,
     head_figures,
     make_people,
+    thumbs_credit,
 )
+from bot.core.personalize import Ranking
 
 RESHOOT_COSINE = 0.97  # a re-shoot is the original plus noise 0.03: cosine about 0.99
 
@@ -76,3 +79,16 @@ def test_the_handle_is_on_some_posts_only(world):
     photos = [person.post(world, remember=False) for _ in range(400)]
     share = np.mean([person.handle in photo.truth for photo in photos])
     assert share == pytest.approx(HARD.handle, abs=0.07)
+
+
+def test_the_thumbs_up_studys_counterfactual_credits_only_a_changed_and_fully_accepted_list():
+    tags = [f"t{i}" for i in range(SHOWN + 2)]
+    model = np.arange(SHOWN + 2, 0, -1.0)  # the model's own order is the list's order
+    unchanged = Ranking(tags, np.zeros(len(tags)), model, model)
+    changed_model = model.copy()
+    changed_model[SHOWN - 1], changed_model[SHOWN] = model[SHOWN], model[SHOWN - 1]
+    changed = Ranking(tags, np.zeros(len(tags)), changed_model, model)  # t(SHOWN-1) brought in
+    everything = dict.fromkeys(tags[:SHOWN], 1)
+    assert thumbs_credit(changed, everything) == 1
+    assert thumbs_credit(unchanged, everything) == 0
+    assert thumbs_credit(changed, everything | {tags[0]: -1}) == 0
