@@ -32,8 +32,8 @@ As many people, chosen the same way, are also run as a HARD population (HardWorl
 Reported, for the weights the bot ships (`Weights()`), for each population: recall@5 and
 precision@1 against each photo's true tags, un-personalised vs personalised, after 0, 5, 20 and
 100 posts with feedback, over 20 fresh photos per person, with the standard error over people
-of the recall@5 change; the last line's `hard_` keys are the hard population's.
-`--search` also runs the grid search the defaults came from, on its own easy population. Seeded and
+of the recall@5 change; the last line's `hard_` keys are the hard population's. `--search`
+also runs the grid search the defaults came from, on its own easy population. Seeded and
 independent of PYTHONHASHSEED: the same last line (JSON) on every run.
 """
 
@@ -78,7 +78,6 @@ EASY = Habits(reshoot=0.3, handle=0.8, signature=0.6, score_reshoots=True)
 # Re-shoots stay in the history (people post bursts) but are never scored; the handle and the
 # signature are on fewer posts. Chosen before the hard population was first run, not after.
 HARD = Habits(reshoot=0.3, handle=0.3, signature=0.4, score_reshoots=False)
-RESHOOT_SHARE = EASY.reshoot
 
 # The hard population's photo embeddings (HardWorld), as shares of the squared norm: a part
 # every photo has (CLIP's image embeddings sit in a narrow cone: unrelated photos have cosine
@@ -87,8 +86,9 @@ RESHOOT_SHARE = EASY.reshoot
 # and NAMED_CONTENT of content the hashtags name (the collection's subject and the visible
 # hashtags). NAMED_CONTENT was set so that the un-personalised head reaches about the HARRISON
 # paper's recall@5 on everyone's photos (0.21; the paper's best: 21.4 % recall@5, 30.2 %
-# precision@1); the other shares give CLIP-like cosines (about 0.4 unrelated, 0.65 same kind of
-# scene, 0.99 a re-shoot).
+# precision@1); the other shares give CLIP-like cosines (on average 0.40 between unrelated
+# photos, 0.56 between one person's photos of one topic, a third of which reach the memory
+# term's 0.6; 0.99 for a re-shoot).
 SCENES, SCENE_MIX = 16, 0.3  # kinds of scene; each topic's mix is Dirichlet(SCENE_MIX)
 COMMON_SHARE, SCENE_SHARE, STYLE_SHARE = 0.40, 0.25, 0.10
 NAMED_CONTENT = 0.13  # the norm of the named part (its share is the square: 1.7 %)
