@@ -27,6 +27,11 @@ def test_the_personalisation_benchmark_gives_the_same_answer_under_any_hash_seed
     assert first == second
     summary = json.loads(first)
     assert summary["cold_start_delta"] == 0.0 and "random_user_delta_after_20" in summary
+    # The hard population (no scored re-shoots, embeddings mostly what no hashtag names) is in
+    # the same line, and as independent of the hash seed.
+    assert summary["hard_cold_start_delta"] == 0.0
+    for key in ("hard_baseline_recall@5", "hard_personalized_recall@5_after_20"):
+        assert 0.0 < summary[key] < 1.0
 
 
 def test_the_learning_benchmark_runs_end_to_end():

@@ -41,6 +41,20 @@ def test_a_photo_is_judged_on_the_hashtags_that_were_shown(verdicts, expected):
     assert personal_order_won(SHOWN, verdicts) == expected
 
 
+def test_a_thumbs_up_is_no_evidence_even_where_personalisation_changed_what_was_shown():
+    """#dog (model logit 0.1, lifted to 3.0 by the history) stood in for a tag the model would
+    have shown; everything shown was accepted, as a 👍 does. Had the model's own pick been
+    shown, a person who accepts everything would have accepted it too: no winner (see the
+    module's docstring and benchmarks/personalization.py --thumbs-up)."""
+    thumbs_up = {entry.tag: 1 for entry in SHOWN}
+    assert personal_order_won(SHOWN, thumbs_up) == 0
+    # Typed hashtags that were not shown change nothing: their fate under either order is
+    # unknown.
+    assert personal_order_won(SHOWN, thumbs_up | {"mine": 1}) == 0
+    # Picking the same hashtags one by one minus the one the history brought is a loss.
+    assert personal_order_won(SHOWN, {"beach": 1, "sea": 1}) == -1
+
+
 def test_old_suggestions_without_logits_say_nothing():
     assert personal_order_won([ShownEntry("dog", 0.9), ShownEntry("beach", 0.8)], {"dog": 1}) == 0
 

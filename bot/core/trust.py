@@ -11,6 +11,18 @@ have accepted them is unknown, and counting only the ones they typed would favou
 order chose what was shown. The personalised order compared is always the full-strength one,
 so a person whose trust is low still earns it back once their habits start to predict.
 
+A photo on which every shown hashtag was accepted (a 👍 accepts them all) is no evidence, even
+where personalisation showed hashtags the model's own top k did not have: had the model's
+picks been shown instead, a person who accepts everything would have accepted those too, so
+the 👍 cannot say which order was better, and counting it as a win would give everyone who
+👍s full trust, habits or not. (Nor does the store know the model's own top k: it keeps the
+two logits of the shown hashtags only.) benchmarks/personalization.py --thumbs-up measures it,
+in the hard population: counted as wins, such photos took people without habits who always 👍
+to trust 1.95 and their recall@5 to 0.36x after 100 posts (0.66x with no evidence); people with
+habits who always 👍 got no more from it (1.11x against 1.12x: what holds them back is the
+wrong hashtags their 👍s put into their history, not trust); and everyone's rate rose with
+them, costing people without habits who answer tag by tag 0.010 recall@5 after 20 posts.
+
 Wins and losses are shrunk towards everyone's rate while a person has few of them; a rate of
 one half (personalisation no better than the model) means no personalisation at all, and a
 person whose history keeps winning gets up to TRUST_MAX times the default weights. Everyone's
