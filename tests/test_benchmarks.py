@@ -37,6 +37,7 @@ def test_the_personalisation_benchmark_gives_the_same_answer_under_any_hash_seed
 def test_the_learning_benchmark_runs_end_to_end():
     summary = json.loads(run("learning.py", "--answers", "40", "--every", "20", "--large", "300"))
     assert summary["refit_seconds_300"] > 0 and summary["swap_gap_ms"] > 0
+    assert summary["hard_answers"] == 40 and 0.0 <= summary["hard_served_recall@5"] <= 1.0
 
 
 def test_the_store_benchmark_runs_on_both_back_ends(postgres_server):
