@@ -124,7 +124,12 @@ def measure_bf16(
     """Embed the calibration photos with the fp32 model and a bf16 copy; time and compare.
 
     Both run at the pass's batch size (at most `count`), each after a warm-up. The hashtag
-    scores of both come from the same fp32 head, so only the encoder's precision differs.
+    scores of both come from the same fp32 head's weights, so only the encoder's precision
+    differs. The head's biases are left out: the embeddings train a head whose biases are
+    learned afresh, and the zero-shot head's popularity prior (inference/prior.py) would turn
+    the top-5 comparison into a tie-break among hashtags of equal popularity, decided by the
+    last digits of the image's own scores (a random tiny CLIP lost 2 of 32 photos that way
+    at cosine 0.99994).
     """
     device = next(model.parameters()).device
     pixels = torch.from_numpy(calibration_batch(model.spec, count)).to(device)
@@ -133,7 +138,8 @@ def measure_bf16(
     candidate, bf16_seconds = timed_pass("bf16", embedder(model, torch.bfloat16), pixels, batch)
 
     def scores(embeddings: torch.Tensor) -> np.ndarray:
-        return torch.sigmoid(model.head(embeddings.to(model.head.weight.dtype))).cpu().numpy()
+        weight = model.head.weight
+        return (embeddings.to(weight.dtype) @ weight.T).cpu().numpy()
 
     return Measurement(
         speedup=fp32_seconds / max(bf16_seconds, 1e-9),
