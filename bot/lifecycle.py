@@ -88,7 +88,7 @@ async def run(
                 else RateLimit(per_minute=args.rate_per_minute, burst=args.rate_burst),
             )
             if args.console:
-                await run_console(service)
+                await run_console(service, privacy_contact=args.privacy_contact)
             else:
                 await _serve(service, tokens, args, channels, supervisor)
     finally:
@@ -167,12 +167,15 @@ async def _telegram_polling() -> None:
 @contextlib.asynccontextmanager
 async def _telegram(service: HashtagService, tokens: Tokens, args: argparse.Namespace):
     """Polling, or with --telegram-webhook-url PTB's webhook server (removed on the way out)."""
-    from bot.adapters.telegram_bot import ALLOWED_UPDATES, build_application
+    from bot.adapters.telegram_bot import ALLOWED_UPDATES, build_application, publish_commands
 
-    application = build_application(service, tokens.telegram, os.environ.get("TELEGRAM_API_URL"))
+    application = build_application(
+        service, tokens.telegram, os.environ.get("TELEGRAM_API_URL"), args.privacy_contact
+    )
     webhook = args.telegram_webhook_url
     async with application:
         await application.start()
+        await publish_commands(application.bot)
         if webhook:
             await application.updater.start_webhook(
                 listen=args.telegram_webhook_listen,
@@ -218,6 +221,7 @@ async def _discord(
         sharded=args.discord_sharded,
         shards=args.discord_shards,
         shard_count=args.discord_shard_count,
+        privacy_contact=args.privacy_contact,
     )
     # discord.py reconnects by itself; the task ends early only when it cannot go on (a
     # rejected token, a refused intent), which the supervisor turns into an exit.

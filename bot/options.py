@@ -20,7 +20,7 @@ from urllib.parse import urlsplit
 from bot.core.blocklist import (
     ENVIRONMENT_VARIABLE as BLOCKED_HASHTAGS_VARIABLE,
 )
-from bot.core.service import DEFAULT_RATE_LIMIT
+from bot.core.service import DEFAULT_RATE_LIMIT, DEFAULT_TOP_K
 from bot.store import default_db_path, is_postgres_url
 from inference.options import (
     add_model_arguments,
@@ -52,8 +52,16 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--top-k",
         type=int,
-        default=os.environ.get("HASHTAG_TOP_K", "10"),
-        help="hashtags per suggestion (default 10; $HASHTAG_TOP_K)",
+        default=os.environ.get("HASHTAG_TOP_K", str(DEFAULT_TOP_K)),
+        help=f"hashtags per suggestion, unless a person chose their own with /count (default "
+        f"{DEFAULT_TOP_K}, Instagram's limit per post; $HASHTAG_TOP_K)",
+    )
+    parser.add_argument(
+        "--privacy-contact",
+        default=os.environ.get("HASHTAG_PRIVACY_CONTACT") or None,
+        metavar="CONTACT",
+        help="who people can ask about their data (an e-mail or @handle), shown by /privacy; "
+        "$HASHTAG_PRIVACY_CONTACT",
     )
     parser.add_argument(
         "--profile-cache-mb",

@@ -111,7 +111,9 @@ def read_image_file(path: Path, limits: ImageLimits) -> bytes:
     except IsADirectoryError:
         raise ImageRejected("This is a directory, not an image file.") from None
     except OSError as error:
-        raise ImageRejected(f"Cannot read the file: {error.strerror or error}.") from None
+        raise ImageRejected(
+            "Cannot read the file: {reason}.", reason=error.strerror or error
+        ) from None
 
 
 def format_result(

@@ -53,7 +53,16 @@ class ImageLimits:
 
 
 class ImageRejected(ValueError):
-    """The file cannot be used; the message says why in words a chat user understands."""
+    """The file cannot be used; the message says why in words a chat user understands.
+
+    `template` is the message with `{named}` placeholders, kept so the bot can say it in the
+    person's language (its catalogues have every template raised here: `pybabel extract`
+    reads them from these calls).
+    """
+
+    def __init__(self, template: str, **params: object):
+        super().__init__(template.format(**params))
+        self.template, self.params = template, params
 
 
 class PixelBudget:
@@ -133,8 +142,9 @@ def check_file_size(size: int, limits: ImageLimits) -> None:
         raise ImageRejected("The file is empty.")
     if size > limits.max_bytes:
         raise ImageRejected(
-            f"The file is {size / MEGABYTE:.1f} MB; the limit is "
-            f"{limits.max_bytes / MEGABYTE:.0f} MB. Send a smaller or compressed photo."
+            "The file is {size} MB; the limit is {limit} MB. Send a smaller or compressed photo.",
+            size=f"{size / MEGABYTE:.1f}",
+            limit=f"{limits.max_bytes / MEGABYTE:.0f}",
         )
 
 
@@ -157,7 +167,9 @@ def decode_image(
     """
     check_file_size(len(data), limits)
     if _looks_like_svg(data):
-        raise ImageRejected(f"SVG drawings are not supported; send a photo ({FORMATS_FOR_PEOPLE}).")
+        raise ImageRejected(
+            "SVG drawings are not supported; send a photo ({formats}).", formats=FORMATS_FOR_PEOPLE
+        )
     budget = budget or DECODE_BUDGET
     try:
         return _decode(data, limits, min_side, budget)
@@ -205,14 +217,15 @@ def _open(data: bytes, limits: ImageLimits, min_side: int | None) -> Image.Image
     try:
         image = Image.open(io.BytesIO(data), formats=ACCEPTED_FORMATS)
     except Image.DecompressionBombError:
-        raise ImageRejected(_too_many_pixels_message(limits)) from None
+        raise _too_many_pixels(limits) from None
     except UnidentifiedImageError:
         raise ImageRejected(
-            f"This file is not an image I can read; send a photo ({FORMATS_FOR_PEOPLE})."
+            "This file is not an image I can read; send a photo ({formats}).",
+            formats=FORMATS_FOR_PEOPLE,
         ) from None
     width, height = image.size
     if width * height * _decode_cost(image) > limits.max_pixels:
-        raise ImageRejected(_too_many_pixels_message(limits, width, height, image.format))
+        raise _too_many_pixels(limits, width, height, image.format)
     if min_side:
         # Only JPEG implements draft(); for other formats this is a no-op.
         image.draft("RGB", (min_side, min_side))
@@ -223,15 +236,30 @@ def _decode_cost(image: Image.Image) -> int:
     return DECODE_COST.get(image.format or "", 1)
 
 
-def _too_many_pixels_message(
+def _too_many_pixels(
     limits: ImageLimits, width: int = 0, height: int = 0, format: str | None = None
-) -> str:
-    size = f" ({width}x{height})" if width else ""
-    cost = DECODE_COST.get(format or "", 1)
-    kind = f" for {format} images" if cost > 1 else ""
-    return (
-        f"The image is too large{size}; the limit{kind} is "
-        f"{limits.max_pixels / cost / 1e6:.0f} megapixels. Send a smaller version."
+) -> ImageRejected:
+    megapixels = f"{limits.max_pixels / DECODE_COST.get(format or '', 1) / 1e6:.0f}"
+    if width and DECODE_COST.get(format or "", 1) > 1:
+        return ImageRejected(
+            "The image is too large ({width}x{height}); the limit for {format} images is "
+            "{megapixels} megapixels. Send a smaller version.",
+            width=width,
+            height=height,
+            format=format,
+            megapixels=megapixels,
+        )
+    if width:
+        return ImageRejected(
+            "The image is too large ({width}x{height}); the limit is {megapixels} megapixels. "
+            "Send a smaller version.",
+            width=width,
+            height=height,
+            megapixels=megapixels,
+        )
+    return ImageRejected(
+        "The image is too large; the limit is {megapixels} megapixels. Send a smaller version.",
+        megapixels=megapixels,
     )
 
 

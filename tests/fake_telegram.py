@@ -43,6 +43,8 @@ class FakeBotAPI:
     chats: dict[int, dict] = field(default_factory=dict)
     failures: dict[str, list[tuple[int, dict]]] = field(default_factory=dict)
     delays: dict[str, list[float]] = field(default_factory=dict)
+    # user id -> the language of their Telegram app, sent as `language_code` as Telegram does
+    languages: dict[int, str] = field(default_factory=dict)
 
     def __post_init__(self):
         self._updates: list[dict] = []
@@ -120,7 +122,7 @@ class FakeBotAPI:
             "message_id": next(self._message_ids),
             "date": int(time.time()),
             "chat": chat,
-            "from": {"id": user_id, "is_bot": False, "first_name": f"user{user_id}"},
+            "from": self.user(user_id),
             **content,
         }
         for key in ("text", "caption"):
@@ -130,6 +132,12 @@ class FakeBotAPI:
                 entity = {"type": "bot_command", "offset": 0, "length": len(command)}
                 message["entities" if key == "text" else "caption_entities"] = [entity]
         return message
+
+    def user(self, user_id: int) -> dict:
+        person = {"id": user_id, "is_bot": False, "first_name": f"user{user_id}"}
+        if user_id in self.languages:
+            person["language_code"] = self.languages[user_id]
+        return person
 
     def new_update(self, **update) -> dict:
         """An update as Telegram numbers it, for a test to deliver itself (webhook mode)."""
@@ -157,7 +165,7 @@ class FakeBotAPI:
             message_reaction={
                 "chat": self.chats[chat_id],
                 "message_id": message_id,
-                "user": {"id": user_id, "is_bot": False, "first_name": f"user{user_id}"},
+                "user": self.user(user_id),
                 "date": int(time.time()),
                 "old_reaction": reactions(old),
                 "new_reaction": reactions(new),
@@ -168,7 +176,7 @@ class FakeBotAPI:
         await self.send_update(
             callback_query={
                 "id": str(next(self._update_ids)),
-                "from": {"id": user_id, "is_bot": False, "first_name": f"user{user_id}"},
+                "from": self.user(user_id),
                 "chat_instance": "1",
                 "message": bot_message,
                 "data": data,
@@ -243,6 +251,9 @@ class FakeBotAPI:
         return True
 
     async def _method_setWebhook(self, params):
+        return True
+
+    async def _method_setMyCommands(self, params):
         return True
 
     async def _method_getUpdates(self, params):

@@ -8,8 +8,10 @@ import torch
 
 from bot.adapters.console import NO_PHOTO_YET, NOT_NUMBERS, NUL_IN_PATH, run_console
 from bot.cli import main as bot_main
+from bot.core import messages
+from bot.core.i18n import ENGLISH
 from bot.core.messages import SOMETHING_WENT_WRONG
-from bot.core.service import HashtagService
+from bot.core.service import DEFAULT_TOP_K, HashtagService
 from bot.store import Store
 from bot.store.records import StoreUnavailable
 from inference.engine import InferenceEngine
@@ -45,7 +47,7 @@ async def test_the_whole_loop_works_in_a_terminal(service, tmp_path):
         [str(photo), "y 1 2", "#mycatluna", "top", str(photo), "n", "quit", "never read"],
     )
     suggestion = out[1].split()
-    assert len(suggestion) == 10 and all(tag.startswith("#") for tag in suggestion)
+    assert len(suggestion) == DEFAULT_TOP_K and all(tag.startswith("#") for tag in suggestion)
     assert out[3] == f"✅ Saved: {' '.join(suggestion[:2])}"
     assert out[4] == "✅ Saved: #mycatluna"
     assert "#mycatluna (1)" in out[5]
@@ -98,10 +100,10 @@ async def test_a_failure_on_one_line_is_a_message_and_the_console_goes_on(
 ):
     photo = tmp_path / "photo.jpg"
     photo.write_bytes(jpeg(seed=3))
-    store = service.store
-    monkeypatch.setattr(store, "find_user_id", FailingOnce(store.find_user_id, error))
+    monkeypatch.setattr(service, "top_hashtags", FailingOnce(service.top_hashtags, error))
     out = await converse(service, ["top", str(photo), "y 1"])
-    assert out[1] == (said or str(error))
+    assert out[1] == (said or messages.for_error(ENGLISH, error))
+    assert said or str(error) in out[1]
     assert out[4].startswith("✅ Saved: #")  # the lines after it were answered
     unexpected = [record for record in caplog.records if record.levelname == "ERROR"]
     assert bool(unexpected) == (said is not None)  # a bug is logged for the operator

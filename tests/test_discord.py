@@ -12,6 +12,7 @@ import torch
 from bot.adapters.discord_bot import build_client, use_endpoints
 from bot.adapters.telegram_bot import ALLOWED_UPDATES, build_application
 from bot.core import messages
+from bot.core.i18n import ENGLISH
 from bot.core.ratelimit import RateLimit
 from bot.core.service import HashtagService, UserRef
 from bot.store import Store, StoreUnavailable
@@ -158,7 +159,7 @@ async def test_own_hashtags_reply_is_stored_and_comes_back(fake, bot):
         )
     )
     await fake.wait_for("POST", "/messages", 2)
-    assert replies(fake)[-1].body["content"] == messages.saved(["mycatluna"])
+    assert replies(fake)[-1].body["content"] == messages.saved(ENGLISH, ["mycatluna"])
     again = await send_photo(fake, bot, seed=3)
     assert "#mycatluna" in again["content"].split()
 
@@ -180,7 +181,7 @@ async def test_a_confirmation_too_long_for_discord_is_cut_to_fit(fake, bot):
     assert ack.result.get("code") != 50035, "Discord refused the confirmation"
     assert len(ack.body["content"]) <= 2000 and ack.body["content"].endswith("…")
     assert ack.body["content"].startswith("1 more did not fit")
-    assert messages.saved([typed[0]]) in ack.body["content"]
+    assert messages.saved(ENGLISH, [typed[0]]) in ack.body["content"]
     stored = dict(await bot.top_hashtags(UserRef("discord", str(ALICE)), limit=100))
     assert len(stored) == 30 and typed[30] not in stored
 
@@ -222,7 +223,7 @@ async def test_bad_attachments_get_a_clear_reply_and_are_not_downloaded(fake, bo
     pdf = fake.attachment(b"%PDF-1.7", content_type="application/pdf", name="doc.pdf")
     await fake.send_message(fake.message(ALICE, attachments=[pdf]))
     await fake.wait_for("POST", "/messages", 2)
-    assert replies(fake)[-1].body["content"] == messages.NOT_A_PHOTO
+    assert replies(fake)[-1].body["content"] == messages.not_a_photo(ENGLISH)
     broken = fake.attachment(b"not really a jpeg")
     await fake.send_message(fake.message(ALICE, attachments=[broken]))
     await fake.wait_for("POST", "/messages", 3)
@@ -433,7 +434,7 @@ async def test_replies_between_people_in_a_read_channel_are_left_alone(fake, tin
                          referenced_message=alices)
         )  # fmt: skip
         await processed(fake)
-        assert [call.body["content"] for call in replies(fake)] == [messages.NOT_A_PHOTO]
+        assert [call.body["content"] for call in replies(fake)] == [messages.not_a_photo(ENGLISH)]
 
 
 async def test_slash_tags_is_always_answered(fake, bot, monkeypatch):

@@ -8,6 +8,7 @@ import torch
 
 from bot.core.ratelimit import RateLimit, RateLimiter
 from bot.core.service import (
+    DEFAULT_TOP_K,
     HashtagService,
     NotYourSuggestion,
     RateLimited,
@@ -36,8 +37,8 @@ async def test_a_new_user_gets_the_models_own_top_hashtags(service):
     photo = jpeg(seed=1)
     suggestion = await service.suggest(ALICE, [photo])
     prediction = await service.engine.predict(photo)
-    assert [tag for tag, _ in suggestion.tags] == [tag for tag, _ in prediction.top(10)]
-    assert suggestion.text.startswith("#") and len(suggestion.text.split()) == 10
+    assert [tag for tag, _ in suggestion.tags] == [tag for tag, _ in prediction.top(DEFAULT_TOP_K)]
+    assert suggestion.text.startswith("#") and len(suggestion.text.split()) == DEFAULT_TOP_K
 
 
 async def test_accept_some_all_and_reject_write_only_shown_tags(service):
@@ -130,7 +131,7 @@ async def test_an_album_is_one_post_and_a_bad_photo_in_it_is_skipped(service):
     album = await service.suggest(ALICE, [*photos, b"broken"])
     predictions = [await service.engine.predict(photo) for photo in photos]
     best = np.max([p.scores for p in predictions], axis=0)
-    expected = [service.vocabulary[i] for i in np.argsort(-best, kind="stable")[:10]]
+    expected = [service.vocabulary[i] for i in np.argsort(-best, kind="stable")[:DEFAULT_TOP_K]]
     assert [tag for tag, _ in album.tags] == expected
 
 

@@ -17,6 +17,7 @@ from bot.adapters.telegram_bot import (
     smallest_photo_at_least,
 )
 from bot.core import messages
+from bot.core.i18n import ENGLISH
 from bot.core.ratelimit import RateLimit
 from bot.core.service import HashtagService, UserRef
 from bot.store import Store
@@ -152,7 +153,7 @@ async def test_own_hashtags_reply_is_stored_and_personalises_the_next_photo(
         fake.message(ALICE, text="mine: #MyCatLuna", reply_to_message=bot_message)
     )
     (*_, ack) = await fake.wait_for("sendMessage", 2)
-    assert ack["text"] == messages.saved(["mycatluna"])
+    assert ack["text"] == messages.saved(ENGLISH, ["mycatluna"])
     again = await send_photo(fake, seed=3)
     assert "#mycatluna" in again["text"].split()
 
@@ -221,8 +222,8 @@ async def test_stickers_text_and_unknown_commands_get_a_helpful_reply(fake, bot)
     await fake.send_message(fake.message(ALICE, text="/start"))
     await fake.send_message(fake.message(ALICE, text="/help"))
     replies = [call["text"] for call in await fake.wait_for("sendMessage", 5)]
-    assert replies.count(messages.NOT_A_PHOTO) == 2 and messages.UNKNOWN_COMMAND in replies
-    assert messages.START in replies and messages.HELP in replies
+    assert replies.count(messages.not_a_photo(ENGLISH)) == 2 and messages.UNKNOWN_COMMAND in replies
+    assert messages.start(ENGLISH) in replies and messages.HELP in replies
 
 
 async def test_a_429_is_waited_out_and_retried(fake, bot):
@@ -378,7 +379,7 @@ async def test_save_with_nothing_ticked_saves_nothing(fake, bot):
         message["reply_markup"] = edits[-1]["reply_markup"]
     await fake.press(ALICE, message, f"save|{suggestion_id(reply)}")
     (*_, answer) = await fake.wait_for("answerCallbackQuery", 11)
-    assert answer["text"] == messages.saved([]) == "Nothing was selected."
+    assert answer["text"] == messages.saved(ENGLISH, []) == "Nothing was selected."
     assert not fake.calls_to("editMessageText")
     assert await bot.top_hashtags(UserRef("telegram", str(ALICE))) == []
 
@@ -408,7 +409,7 @@ async def test_replies_between_people_are_left_alone(fake, bot):
     own = await fake.send_message(fake.message(ALICE, text="a note to myself"))
     await fake.send_message(fake.message(ALICE, text="#mine", reply_to_message=own))
     (_, _, answer) = await fake.wait_for("sendMessage", 3)
-    assert answer["text"] == messages.NOT_A_PHOTO
+    assert answer["text"] == messages.not_a_photo(ENGLISH)
 
 
 async def test_a_send_that_timed_out_is_not_sent_again(fake, bot):
@@ -449,12 +450,13 @@ async def test_typed_hashtags_are_capped_per_photo_with_a_plain_message(fake, bo
     (*_, ack) = await fake.wait_for("sendMessage", 2)
     assert fake.result_of(ack), "Telegram refused the confirmation"
     assert ack["text"].startswith(f"{len(typed) - 30} more did not fit")
-    assert ack["text"].endswith(messages.saved(typed[:30]))
+    assert ack["text"].endswith(messages.saved(ENGLISH, typed[:30]))
     await fake.send_message(fake.message(ALICE, text="#onemore", reply_to_message=bot_message))
     (*_, full) = await fake.wait_for("sendMessage", 3)
     assert "nothing new was saved" in full["text"]
     await fake.send_message(fake.message(ALICE, text=f"#{typed[0]}", reply_to_message=bot_message))
     (*_, again) = await fake.wait_for("sendMessage", 4)
-    assert again["text"] == messages.saved([typed[0]])  # one already kept: said again, stored once
+    # one already kept: said again, stored once
+    assert again["text"] == messages.saved(ENGLISH, [typed[0]])
     stored = dict(await bot.top_hashtags(UserRef("telegram", str(ALICE)), limit=100))
     assert set(typed[:30]) <= set(stored) and "onemore" not in stored

@@ -21,17 +21,19 @@ import yarl
 from discord import app_commands
 
 from bot.core import messages
-from bot.core.conversation import COMMANDS, Button, Conversation, MessageRef, Photo
+from bot.core.conversation import COMMANDS, Button, Command, Conversation, MessageRef, Photo
+from bot.core.i18n import DEFAULT_LANGUAGE, supported, texts
 from bot.core.messages import fit
 from bot.core.service import HashtagService, UserRef
 from bot.operations import metrics
-from inference.images import ImageRejected
+from inference.images import FORMATS_FOR_PEOPLE, ImageRejected
 
 log = logging.getLogger(__name__)
 
 PLATFORM = "discord"
 NOTED = "👌"
 MESSAGE_LIMIT = 2000  # characters in one message
+MAX_BUTTONS = 25  # five rows of five
 IMAGE_EXTENSIONS = (
     ".jpg",
     ".jpeg",
@@ -65,6 +67,7 @@ def build_client(
     sharded: bool = False,
     shards: Sequence[int] | None = None,
     shard_count: int | None = None,
+    privacy_contact: str | None = None,
     **client_options,
 ) -> discord.Client:
     """`sharded`: all shards in this process, as many as Discord recommends; `shards` and
@@ -76,7 +79,8 @@ def build_client(
         client_options |= {"shard_ids": list(shards), "shard_count": shard_count}
     client_class = discord.AutoShardedClient if sharded or shards else discord.Client
     client = client_class(intents=intents, **client_options)
-    DiscordAdapter(Conversation(service, PLATFORM), client, guild_id, content_channels)
+    conversation = Conversation(service, PLATFORM, privacy_contact=privacy_contact)
+    DiscordAdapter(conversation, client, guild_id, content_channels)
     return client
 
 
@@ -104,12 +108,15 @@ class DiscordAdapter:
             setattr(client, handler.__name__, handler)
 
     def _register_commands(self) -> None:
-        described = {command.name: command.description for command in COMMANDS}
+        """Every command, named and described in each language the bot speaks (Discord
+        shows a person their client's language: `CatalogueTranslator`)."""
 
-        @self.tree.command(name="tags", description=described["tags"])
-        @app_commands.describe(image="The image to suggest hashtags for")
+        @self.tree.command(
+            name="tags", description=_localised(messages.COMMAND_DESCRIPTIONS["tags"])
+        )
+        @app_commands.describe(image=_localised(messages.IMAGE_ARGUMENT))
         async def tags(interaction: discord.Interaction, image: discord.Attachment | None = None):
-            chat, sender = _InteractionChat(interaction), self._user(interaction.user)
+            chat, sender = _InteractionChat(interaction), self._user(interaction)
             if image is None:
                 await self.conversation.command(chat, sender, "tags")
                 return
@@ -119,35 +126,44 @@ class DiscordAdapter:
 
         for command in COMMANDS:
             if command.on_discord and command.name != "tags":
-                self.tree.add_command(
-                    app_commands.Command(
-                        name=command.name,
-                        description=command.description,
-                        callback=self._slash_command(command.name),
-                    )
-                )
+                self.tree.add_command(self._slash_command(command))
 
-        @self.tree.context_menu(name="Suggest hashtags")
+        @self.tree.context_menu(name=_localised(messages.SUGGEST_MENU))
         async def suggest_menu(interaction: discord.Interaction, message: discord.Message):
             await interaction.response.defer(thinking=True)
             await self.conversation.photo(
                 _InteractionChat(interaction),
-                self._user(interaction.user),
+                self._user(interaction),
                 [self._photo(image) for image in _images(message)],
                 message.content,
                 author=self._user(message.author),
             )
 
-    def _slash_command(self, name: str):
-        async def callback(interaction: discord.Interaction) -> None:
+    def _slash_command(self, command: Command) -> app_commands.Command:
+        """A slash command that hands its one optional text argument, if any, to the
+        conversation, which checks it (so `/count abc` is answered as it is on Telegram)."""
+
+        async def without_argument(interaction: discord.Interaction) -> None:
             await self.conversation.command(
-                _InteractionChat(interaction), self._user(interaction.user), name
+                _InteractionChat(interaction), self._user(interaction), command.name
             )
 
-        return callback
+        async def with_argument(interaction: discord.Interaction, value: str = "") -> None:
+            await self.conversation.command(
+                _InteractionChat(interaction), self._user(interaction), command.name, value
+            )
+
+        callback = without_argument
+        if command.argument:
+            callback = app_commands.describe(value=_localised(command.argument))(with_argument)
+        return app_commands.Command(
+            name=command.name, description=_localised(command.description), callback=callback
+        )
 
     async def setup_hook(self) -> None:
-        """Sync slash commands: to one guild (instant, for development) or globally."""
+        """Sync slash commands, in every language: to one guild (instant, for development)
+        or globally."""
+        await self.tree.set_translator(CatalogueTranslator())
         if self.guild:
             self.tree.copy_global_to(guild=self.guild)
         await self.tree.sync(guild=self.guild)
@@ -175,14 +191,14 @@ class DiscordAdapter:
             photos = [self._photo(image) for image in images]
             await self.conversation.photo(chat, sender, photos, message.content)
         else:
-            await self.conversation.not_a_photo(chat)
+            await self.conversation.not_a_photo(chat, sender)
 
     async def on_interaction(self, interaction: discord.Interaction) -> None:
         """Buttons, answered by custom id: also those on messages sent before a restart."""
         if interaction.type != discord.InteractionType.component:
             return
         custom_id = str((interaction.data or {}).get("custom_id", ""))
-        await self.conversation.button(_Press(interaction), self._user(interaction.user), custom_id)
+        await self.conversation.button(_Press(interaction), self._user(interaction), custom_id)
 
     async def on_raw_reaction_add(self, payload: discord.RawReactionActionEvent) -> None:
         await self._reaction(payload, added=True)
@@ -202,16 +218,40 @@ class DiscordAdapter:
             removed=set() if added else emoji,
         )
 
-    def _user(self, user: discord.abc.Snowflake | int) -> UserRef:
-        return self.conversation.user(user if isinstance(user, int) else user.id)
+    def _user(self, who: discord.Interaction | discord.abc.Snowflake | int) -> UserRef:
+        """The person; from an interaction with their client's language (messages and
+        reactions do not carry it)."""
+        if isinstance(who, discord.Interaction):
+            return self.conversation.user(who.user.id, str(who.locale))
+        return self.conversation.user(who if isinstance(who, int) else who.id)
 
     def _photo(self, attachment: discord.Attachment) -> Photo:
         async def download() -> bytes:
             if not _is_image(attachment):
-                raise ImageRejected(messages.NOT_A_PHOTO)
+                raise ImageRejected(messages.NOT_A_PHOTO, formats=FORMATS_FOR_PEOPLE)
             return await attachment.read()
 
         return Photo(attachment.size, download)
+
+
+class CatalogueTranslator(app_commands.Translator):
+    """Command descriptions (and the message menu's name) from the bot's catalogues."""
+
+    async def translate(
+        self,
+        string: app_commands.locale_str,
+        locale: discord.Locale,
+        context: app_commands.TranslationContextTypes,
+    ) -> str | None:
+        language = supported(locale.value)
+        if language is None or language == DEFAULT_LANGUAGE:
+            return None
+        translated = texts(language)._(string.message)
+        return translated if translated != string.message else None  # None: Discord's default
+
+
+def _localised(message: str) -> app_commands.locale_str:
+    return app_commands.locale_str(message)
 
 
 class _MessageChat:
@@ -314,12 +354,22 @@ def _view(buttons: Sequence[Button]) -> discord.ui.View:
     ever: nothing depends on it after it is rendered.
     """
     view = discord.ui.View(timeout=None)
-    for button in buttons:
+    for button in _fitting(buttons):
         primary = button.data.startswith(("save|", "forget|yes"))
         style = discord.ButtonStyle.primary if primary else discord.ButtonStyle.secondary
         view.add_item(discord.ui.Button(label=button.label, custom_id=button.data, style=style))
     view.stop()
     return view
+
+
+def _fitting(buttons: Sequence[Button]) -> list[Button]:
+    """What a Discord message can carry: no copy buttons (its text copies as it is), and at
+    most 25 buttons, the hashtag toggles cut first (30 hashtags leave the last 7 without
+    one; 👍 on the message still saves them all)."""
+    usable = [button for button in buttons if button.copy is None]
+    others = [button for button in usable if not button.data.startswith("toggle|")]
+    toggles = [button for button in usable if button.data.startswith("toggle|")]
+    return toggles[: MAX_BUTTONS - len(others)] + others
 
 
 def _buttons(message: discord.Message) -> list[Button]:

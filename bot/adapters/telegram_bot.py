@@ -16,7 +16,10 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import TypeVar
 
 from telegram import (
+    Bot,
+    BotCommand,
     CallbackQuery,
+    CopyTextButton,
     InlineKeyboardButton,
     InlineKeyboardMarkup,
     Message,
@@ -36,7 +39,8 @@ from telegram.ext import (
     filters,
 )
 
-from bot.core.conversation import Button, Conversation, MessageRef, Photo
+from bot.core.conversation import COMMANDS, Button, Conversation, MessageRef, Photo
+from bot.core.i18n import DEFAULT_LANGUAGE, LANGUAGES, texts
 from bot.core.messages import fit
 from bot.core.service import HashtagService
 from bot.operations import metrics
@@ -54,7 +58,10 @@ MESSAGE_LIMIT = 4096  # characters in one message (UTF-16 code units)
 
 
 def build_application(
-    service: HashtagService, token: str, api_url: str | None = None
+    service: HashtagService,
+    token: str,
+    api_url: str | None = None,
+    privacy_contact: str | None = None,
 ) -> Application:
     builder = (
         Application.builder()
@@ -67,8 +74,22 @@ def build_application(
         builder = builder.base_url(f"{api_url}/bot").base_file_url(f"{api_url}/file/bot")
     application = builder.build()
     logging.getLogger("telegram.request.BaseRequest").addFilter(_without_traceback)
-    TelegramAdapter(Conversation(service, PLATFORM)).register(application)
+    conversation = Conversation(service, PLATFORM, privacy_contact=privacy_contact)
+    TelegramAdapter(conversation).register(application)
     return application
+
+
+async def publish_commands(bot: Bot) -> None:
+    """The command menu, in every language the bot speaks: Telegram shows each person the
+    list for their app's language, and the English one to everyone else."""
+    for language in LANGUAGES:
+        t = texts(language)
+        commands = [BotCommand(c.name, t._(c.description)) for c in COMMANDS]
+        code = None if language == DEFAULT_LANGUAGE else language
+        try:
+            await bot.set_my_commands(commands, language_code=code)
+        except (BadRequest, NetworkError) as error:  # the menu is a nicety: carry on
+            log.warning("could not publish the %s command menu: %s", language, error)
 
 
 def _without_traceback(record: logging.LogRecord) -> bool:
@@ -147,13 +168,13 @@ class TelegramAdapter:
         )
 
     async def not_a_photo(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
-        await self.conversation.not_a_photo(_Chat(update.effective_message))
+        message = update.effective_message
+        await self.conversation.not_a_photo(_Chat(message), self._sender(message))
 
     async def button(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         query = update.callback_query
-        await self.conversation.button(
-            _Press(query), self.conversation.user(query.from_user.id), query.data or ""
-        )
+        presser = self.conversation.user(query.from_user.id, query.from_user.language_code)
+        await self.conversation.button(_Press(query), presser, query.data or "")
 
     async def reaction(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         change = update.message_reaction
@@ -162,7 +183,7 @@ class TelegramAdapter:
         old, new = _emojis(change.old_reaction), _emojis(change.new_reaction)
         await self.conversation.reaction(
             _ReactedMessage(context.bot, change.chat.id, change.message_id),
-            self.conversation.user(change.user.id),
+            self.conversation.user(change.user.id, change.user.language_code),
             MessageRef(str(change.chat.id), str(change.message_id)),
             added=new - old,
             removed=old - new,
@@ -175,7 +196,8 @@ class TelegramAdapter:
         log.error("update failed: %s", context.error, exc_info=context.error)
 
     def _sender(self, message: Message):
-        return self.conversation.user(message.from_user.id)
+        person = message.from_user
+        return self.conversation.user(person.id, person.language_code)
 
     def _photos(self, messages: list[Message]) -> list[Photo]:
         return [self._photo(message) for message in messages]
@@ -194,7 +216,7 @@ class TelegramAdapter:
                 return bytes(await _send(telegram_file.download_as_bytearray, True))
             except BadRequest as error:  # e.g. "File is too big"
                 raise ImageRejected(
-                    f"Telegram would not hand me that file ({error.message})."
+                    "Telegram would not hand me that file ({reason}).", reason=error.message
                 ) from None
 
         return Photo(file_size, download)
@@ -224,7 +246,11 @@ class _Press:
         self.text = (message.text or "") if message else ""
         markup = message.reply_markup if message else None
         self.buttons = [
-            Button(button.text, button.callback_data or "")
+            Button(
+                button.text,
+                button.callback_data or ("copy" if button.copy_text else ""),
+                button.copy_text.text if button.copy_text else None,
+            )
             for row in (markup.inline_keyboard if markup else ())
             for button in row
         ]
@@ -272,13 +298,17 @@ def smallest_photo_at_least(sizes: tuple[PhotoSize, ...], min_side: int) -> Phot
 
 
 def _keyboard(buttons: Sequence[Button]) -> InlineKeyboardMarkup:
-    """Hashtag toggles two to a row, then the other buttons on one row."""
-    toggles = [b for b in buttons if b.data.startswith("toggle|")]
-    others = [b for b in buttons if not b.data.startswith("toggle|")]
-    rows = [toggles[i : i + 2] for i in range(0, len(toggles), 2)] + ([others] if others else [])
-    return InlineKeyboardMarkup(
-        [[InlineKeyboardButton(b.label, callback_data=b.data) for b in row] for row in rows]
-    )
+    """Hashtag toggles and languages two to a row, then the other buttons on one row."""
+    paired = [b for b in buttons if b.data.startswith(("toggle|", "language|"))]
+    others = [b for b in buttons if b not in paired]
+    rows = [paired[i : i + 2] for i in range(0, len(paired), 2)] + ([others] if others else [])
+    return InlineKeyboardMarkup([[_inline_button(b) for b in row] for row in rows])
+
+
+def _inline_button(button: Button) -> InlineKeyboardButton:
+    if button.copy is not None:
+        return InlineKeyboardButton(button.label, copy_text=CopyTextButton(button.copy))
+    return InlineKeyboardButton(button.label, callback_data=button.data)
 
 
 def _emojis(reactions) -> set[str]:

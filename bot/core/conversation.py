@@ -23,18 +23,22 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from bot.core import messages
+from bot.core.i18n import ENGLISH, LANGUAGES, Texts, supported, texts
 from bot.core.messages import explained
 from bot.core.ratelimit import RateLimit, RateLimiter
 from bot.core.service import (
+    MAX_TAG_COUNT,
     REACTION_VERDICTS,
-    THUMBS_UP,
     HashtagService,
     NotYourSuggestion,
     Suggestion,
     UnknownSuggestion,
     UserRef,
+    extract_hashtags,
 )
 from bot.operations import metrics
+from bot.store import StoreUnavailable
+from bot.store.records import DamagedRow
 from inference.images import check_file_size
 
 log = logging.getLogger(__name__)
@@ -57,6 +61,9 @@ class MessageRef:
 class Button:
     label: str
     data: str  # what a press sends back (Telegram callback_data, Discord custom_id)
+    # A button that copies this text to the clipboard instead (Telegram's copy-text button);
+    # platforms without one leave it out: their message text is copyable as it is.
+    copy: str | None = None
 
 
 @dataclass(frozen=True)
@@ -70,16 +77,35 @@ class Photo:
 @dataclass(frozen=True)
 class Command:
     name: str
-    description: str  # what Discord's slash menu and /help say
     on_discord: bool = True  # Discord has no /start: a bot is added, not started
+
+    @property
+    def description(self) -> str:
+        """What the command menus say, as an English message id (translated per language)."""
+        return messages.COMMAND_DESCRIPTIONS[self.name]
+
+    @property
+    def argument(self) -> str | None:
+        """The description of the command's one argument, when it takes one."""
+        return messages.ARGUMENT_DESCRIPTIONS.get(self.name)
 
 
 COMMANDS = (
-    Command("start", "Say hello and explain what I do", on_discord=False),
-    Command("help", "What I can do"),
-    Command("tags", "Hashtags for a photo, or your own most-used hashtags"),
-    Command("forget", "Delete everything the bot stored about you"),
+    Command("start", on_discord=False),
+    Command("help"),
+    Command("tags"),
+    Command("count"),
+    Command("hide"),
+    Command("unhide"),
+    Command("hidden"),
+    Command("settings"),
+    Command("language"),
+    Command("privacy"),
+    Command("forget"),
 )
+# The counts /settings offers as buttons (any 1 to 30 can be typed with /count).
+COUNT_CHOICES = (3, 5, 8, 10, 15, 20, 30)
+AUTOMATIC = "auto"  # the language button meaning "my app's language"
 
 
 class Chat(Protocol):
@@ -133,40 +159,115 @@ class Save:
 
 
 @dataclass(frozen=True)
+class Hide:
+    """Hide the suggestion's unticked hashtags from its owner for good."""
+
+    suggestion_id: int
+
+
+@dataclass(frozen=True)
 class Forget:
     confirmed: bool
     owner: str  # the platform user id of the person who asked
 
 
-def parse_button(data: str) -> Toggle | Save | Forget | None:
+@dataclass(frozen=True)
+class SetCount:
+    count: int
+    owner: str
+
+
+@dataclass(frozen=True)
+class ShowLanguages:
+    owner: str
+
+
+@dataclass(frozen=True)
+class SetLanguage:
+    language: str | None  # None: the app's language
+    owner: str
+
+
+Action = Toggle | Save | Hide | Forget | SetCount | ShowLanguages | SetLanguage
+
+
+def parse_button(data: str) -> Action | None:
     """What a button's data asks for; None for anything the bot never made."""
     action, *fields = data.split("|")
     try:
         if action == "toggle" and len(fields) == 2:
             return Toggle(int(fields[0]), int(fields[1]))
-        if action == "save" and len(fields) == 1:
-            return Save(int(fields[0]))
+        if action in ("save", "hide") and len(fields) == 1:
+            return (Save if action == "save" else Hide)(int(fields[0]))
+        if action == "count" and len(fields) == 2 and fields[1]:
+            count = int(fields[0])
+            return SetCount(count, fields[1]) if 1 <= count <= MAX_TAG_COUNT else None
     except ValueError:
         return None
     if action == "forget" and len(fields) == 2 and fields[0] in ("yes", "no") and fields[1]:
         return Forget(fields[0] == "yes", fields[1])
+    if action == "languages" and len(fields) == 1 and fields[0]:
+        return ShowLanguages(fields[0])
+    if action == "language" and len(fields) == 2 and fields[1]:
+        if fields[0] == AUTOMATIC:
+            return SetLanguage(None, fields[1])
+        return SetLanguage(fields[0], fields[1]) if fields[0] in LANGUAGES else None
     return None
 
 
-def suggestion_buttons(suggestion: Suggestion) -> list[Button]:
-    """A ticked toggle per hashtag, then the save button."""
+# Telegram's copy-text button copies at most this many characters.
+COPY_LIMIT = 256
+
+
+def copy_button(t: Texts, tags: Sequence[str]) -> Button:
+    text = ""
+    for tag in tags:  # whole hashtags only
+        longer = f"{text} #{tag}".strip()
+        if len(longer) > COPY_LIMIT:
+            break
+        text = longer
+    return Button(t._(messages.COPY), "copy", copy=text or " ")
+
+
+def suggestion_buttons(t: Texts, suggestion: Suggestion) -> list[Button]:
+    """A ticked toggle per hashtag, then save, hide-unticked and copy."""
     toggles = [
         Button(messages.tag_label(tag), f"toggle|{suggestion.id}|{i}")
         for i, (tag, _) in enumerate(suggestion.tags)
     ]
-    return [*toggles, Button(f"{THUMBS_UP} Save ticked", f"save|{suggestion.id}")]
-
-
-def forget_buttons(owner: UserRef) -> list[Button]:
     return [
-        Button("Delete everything", f"forget|yes|{owner.user_id}"),
-        Button("Keep it", f"forget|no|{owner.user_id}"),
+        *toggles,
+        Button(t._(messages.SAVE_TICKED), f"save|{suggestion.id}"),
+        Button(t._(messages.HIDE_UNTICKED), f"hide|{suggestion.id}"),
+        copy_button(t, [tag for tag, _ in suggestion.tags]),
     ]
+
+
+def forget_buttons(t: Texts, owner: UserRef) -> list[Button]:
+    return [
+        Button(t._(messages.DELETE_EVERYTHING), f"forget|yes|{owner.user_id}"),
+        Button(t._(messages.KEEP_IT), f"forget|no|{owner.user_id}"),
+    ]
+
+
+def settings_buttons(t: Texts, owner: UserRef, count: int) -> list[Button]:
+    counts = [
+        Button(f"✓ {n}" if n == count else str(n), f"count|{n}|{owner.user_id}")
+        for n in COUNT_CHOICES
+    ]
+    return [*counts, Button(t._(messages.LANGUAGE_BUTTON), f"languages|{owner.user_id}")]
+
+
+def language_buttons(t: Texts, owner: UserRef) -> list[Button]:
+    named = [Button(name, f"language|{code}|{owner.user_id}") for code, name in LANGUAGES.items()]
+    automatic = Button(t._(messages.LANGUAGE_AUTOMATIC), f"language|{AUTOMATIC}|{owner.user_id}")
+    return [*named, automatic]
+
+
+def ticked_tags(buttons: Sequence[Button]) -> tuple[list[str], list[str]]:
+    """(ticked, unticked) hashtags, as the keyboard's toggle labels say."""
+    labels = [messages.parse_tag_label(b.label) for b in buttons if b.data.startswith("toggle|")]
+    return [tag for tag, on in labels if on], [tag for tag, on in labels if not on]
 
 
 class Conversation:
@@ -175,19 +276,42 @@ class Conversation:
         service: HashtagService,
         platform: str,
         interaction_limit: RateLimit = INTERACTION_LIMIT,
+        privacy_contact: str | None = None,
     ):
         self.service, self.platform = service, platform
+        self.privacy_contact = privacy_contact
         self._interactions = RateLimiter(interaction_limit)
         self._noticed: OrderedDict[tuple[str, int], None] = OrderedDict()
-        self.commands: dict[str, Callable[[Chat, UserRef, str], Awaitable[None]]] = {
+        self.commands: dict[str, Callable[[Chat, UserRef, str, Texts], Awaitable[None]]] = {
             "start": self._start,
             "help": self._help,
             "tags": self._top_hashtags,
+            "count": self._count,
+            "hide": self._hide,
+            "unhide": self._unhide,
+            "hidden": self._hidden,
+            "settings": self._settings,
+            "language": self._language,
+            "privacy": self._privacy,
             "forget": self._forget_prompt,
         }
 
-    def user(self, platform_user_id: object) -> UserRef:
-        return UserRef(self.platform, str(platform_user_id))
+    def user(self, platform_user_id: object, locale: str | None = None) -> UserRef:
+        """A person; `locale`: their app's language for this event, when the platform says."""
+        return UserRef(self.platform, str(platform_user_id), locale)
+
+    async def texts_for(self, person: UserRef) -> Texts:
+        """The catalogue of the person's language: chosen, else their app's, else English.
+
+        A database that cannot be read right now leaves the app's language: the event's own
+        work then says what is wrong, in it.
+        """
+        try:
+            chosen = await self.service.person_settings(person)
+        except (StoreUnavailable, DamagedRow) as error:
+            log.warning("speaking the app's language: the settings cannot be read (%s)", error)
+            return texts(supported(person.locale))
+        return texts(self.service.language(person, chosen))
 
     # --- events --------------------------------------------------------------------------
 
@@ -203,11 +327,10 @@ class Conversation:
         someone else's post is asked about, wrote its caption, which then is not recorded
         as anyone's answer."""
 
-        if not photos:  # a menu on a message without an image, a file that is not one
-            await chat.say(messages.NOT_A_PHOTO)
-            return
-
-        async def suggest() -> None:
+        async def suggest(t: Texts) -> None:
+            if not photos:  # a menu on a message without an image, a file that is not one
+                await chat.say(messages.not_a_photo(t))
+                return
             for photo in photos:  # nothing is downloaded when any of them is too big
                 if photo.size is not None:
                     check_file_size(photo.size, self.service.engine.limits)
@@ -218,45 +341,50 @@ class Conversation:
                 requester, images, caption, record_caption=author in (None, requester)
             )
             with metrics.STAGE_SECONDS.labels("reply").time():
-                sent = await chat.say(suggestion.text, suggestion_buttons(suggestion), public=True)
+                sent = await chat.say(
+                    suggestion.text, suggestion_buttons(t, suggestion), public=True
+                )
             if sent is not None:
                 await self.service.attach_reply(suggestion.id, sent.chat_id, sent.message_id)
 
-        await self._handle("photo", chat.say, suggest)
+        await self._handle("photo", requester, chat.say, suggest)
 
     async def command(self, chat: Chat, sender: UserRef, name: str, argument: str = "") -> None:
         """A /command other than /tags on a photo (the adapter turns that into `photo`)."""
         handler = self.commands.get(name.lower())
         if handler is None:
             if chat.private:  # in a group it may well be another bot's
-                await chat.say(messages.UNKNOWN_COMMAND)
+                await chat.say((await self.texts_for(sender))._(messages.UNKNOWN_COMMAND))
             return
-        await self._handle(f"/{name}", chat.say, lambda: handler(chat, sender, argument))
+        argument = argument.strip()
+        await self._handle(
+            f"/{name}", sender, chat.say, lambda t: handler(chat, sender, argument, t)
+        )
 
-    async def not_a_photo(self, chat: Chat) -> None:
+    async def not_a_photo(self, chat: Chat, sender: UserRef) -> None:
         """Anything else sent to the bot in a private chat: a sticker, a text, a file."""
         if chat.private:
-            await chat.say(messages.NOT_A_PHOTO)
+            await chat.say(messages.not_a_photo(await self.texts_for(sender)))
 
     async def reply(
         self, chat: Chat, sender: UserRef, to: MessageRef, to_bot: bool, text: str
     ) -> None:
         """A reply to a message: to the bot's suggestion, the person's own #hashtags."""
         if not to_bot:  # people talking to each other
-            await self.not_a_photo(chat)
+            await self.not_a_photo(chat, sender)
             return
         if not self._interaction_allowed(sender):
             return
 
-        async def add_own_tags() -> None:
+        async def add_own_tags(t: Texts) -> None:
             suggestion = await self.service.find_by_reply(self.platform, to.chat_id, to.message_id)
             result = await self.service.add_own_tags(sender, suggestion.id, text)
             if result.saved or result.left_out:
-                await chat.say(messages.own_tags_saved(result))
+                await chat.say(messages.own_tags_saved(t, result))
             else:
-                await chat.say(messages.NO_HASHTAGS_IN_REPLY)
+                await chat.say(t._(messages.NO_HASHTAGS_IN_REPLY))
 
-        await self._handle("reply", chat.say, add_own_tags)
+        await self._handle("reply", sender, chat.say, add_own_tags)
 
     async def button(self, press: Press, presser: UserRef, data: str) -> None:
         action = parse_button(data)
@@ -268,15 +396,30 @@ class Conversation:
             if not press.answered:
                 await press.answer(notice=text)
 
-        async def act() -> None:
-            if isinstance(action, Forget):
-                await self._forget_answer(press, presser, action)
-            elif isinstance(action, Toggle):
-                await self._toggle(press, presser, action)
+        async def act(t: Texts) -> None:
+            if isinstance(action, Toggle):
+                await self._toggle(press, presser, action, t)
+            elif isinstance(action, Save):
+                await self._save(press, presser, action, t)
+            elif isinstance(action, Hide):
+                await self._hide_unticked(press, presser, action, t)
+            elif presser.user_id != action.owner:  # a prompt someone else asked for
+                await press.answer(notice=t._(messages.ONLY_WHO_ASKED))
+            elif isinstance(action, Forget):
+                await self._forget_answer(press, presser, action, t)
+            elif isinstance(action, SetCount):
+                await self.service.set_tag_count(presser, action.count)
+                await self._show_settings(press, presser, t)
+            elif isinstance(action, ShowLanguages):
+                await press.answer(
+                    text=t._(messages.CHOOSE_LANGUAGE), buttons=language_buttons(t, presser)
+                )
             else:
-                await self._save(press, presser, action)
+                await self.service.set_language(presser, action.language)
+                now = await self.texts_for(presser)
+                await press.answer(text=messages.language_set(now, action.language is None))
 
-        await self._handle("button", notice, act)
+        await self._handle("button", presser, notice, act)
 
     async def reaction(
         self,
@@ -293,7 +436,7 @@ class Conversation:
         if not self._interaction_allowed(reactor):
             return
 
-        async def react() -> None:
+        async def react(t: Texts) -> None:
             try:
                 suggestion = await self.service.find_by_reply(
                     self.platform, on.chat_id, on.message_id
@@ -304,41 +447,93 @@ class Conversation:
                 noted = await self.service.react(reactor, suggestion.id, added, removed)
             except NotYourSuggestion:
                 if self._first_notice(reactor, suggestion.id):
-                    await message.notice(messages.ONLY_THE_AUTHOR)
+                    await message.notice(t._(messages.ONLY_THE_AUTHOR))
                 return
             await message.set_noted(noted)  # only now that the write has committed
 
-        await self._handle("reaction", message.notice, react)
+        await self._handle("reaction", reactor, message.notice, react)
 
     # --- commands ------------------------------------------------------------------------
 
-    async def _start(self, chat: Chat, sender: UserRef, argument: str) -> None:
-        await chat.say(messages.START)
+    async def _start(self, chat: Chat, sender: UserRef, argument: str, t: Texts) -> None:
+        await chat.say(messages.start(t))
 
-    async def _help(self, chat: Chat, sender: UserRef, argument: str) -> None:
-        await chat.say(messages.HELP)
+    async def _help(self, chat: Chat, sender: UserRef, argument: str, t: Texts) -> None:
+        await chat.say(t._(messages.HELP))
 
-    async def _top_hashtags(self, chat: Chat, sender: UserRef, argument: str) -> None:
-        await chat.say(messages.top_hashtags(await self.service.top_hashtags(sender)))
+    async def _top_hashtags(self, chat: Chat, sender: UserRef, argument: str, t: Texts) -> None:
+        await chat.say(messages.top_hashtags(t, await self.service.top_hashtags(sender)))
 
-    async def _forget_prompt(self, chat: Chat, sender: UserRef, argument: str) -> None:
-        await chat.say(messages.FORGET_CONFIRM, forget_buttons(sender))
+    async def _count(self, chat: Chat, sender: UserRef, argument: str, t: Texts) -> None:
+        if argument.isascii() and argument.isdigit() and 1 <= int(argument) <= MAX_TAG_COUNT:
+            await self.service.set_tag_count(sender, int(argument))
+            await chat.say(messages.count_set(t, int(argument)))
+            return
+        count = self.service.tag_count(await self.service.person_settings(sender))
+        await chat.say(messages.count_usage(t, count))
+
+    async def _hide(self, chat: Chat, sender: UserRef, argument: str, t: Texts) -> None:
+        hidden = await self.service.hide(sender, _hashtags(argument))
+        await chat.say(messages.hidden_now(t, hidden) if hidden else t._(messages.HIDE_WHICH))
+
+    async def _unhide(self, chat: Chat, sender: UserRef, argument: str, t: Texts) -> None:
+        tags = _hashtags(argument)
+        if not tags:
+            await chat.say(t._(messages.UNHIDE_WHICH))
+            return
+        for tag in tags:
+            done = await self.service.unhide(sender, tag)
+            await chat.say(messages.unhidden(t, tag) if done else messages.not_hidden(t, tag))
+
+    async def _hidden(self, chat: Chat, sender: UserRef, argument: str, t: Texts) -> None:
+        chosen = await self.service.person_settings(sender)
+        await chat.say(messages.hidden_list(t, sorted(chosen.hidden)))
+
+    async def _settings(self, chat: Chat, sender: UserRef, argument: str, t: Texts) -> None:
+        chosen = await self.service.person_settings(sender)
+        count = self.service.tag_count(chosen)
+        await chat.say(
+            messages.settings(t, chosen, count, t.language), settings_buttons(t, sender, count)
+        )
+
+    async def _language(self, chat: Chat, sender: UserRef, argument: str, t: Texts) -> None:
+        if not argument:
+            await chat.say(t._(messages.CHOOSE_LANGUAGE), language_buttons(t, sender))
+            return
+        automatic = argument.lower() == AUTOMATIC
+        language = None if automatic else supported(argument)
+        if language is None and not automatic:
+            await chat.say(messages.unknown_language(t, argument[:40]))
+            return
+        await self.service.set_language(sender, language)
+        await chat.say(messages.language_set(await self.texts_for(sender), automatic))
+
+    async def _privacy(self, chat: Chat, sender: UserRef, argument: str, t: Texts) -> None:
+        await chat.say(messages.privacy(t, self.privacy_contact))
+
+    async def _forget_prompt(self, chat: Chat, sender: UserRef, argument: str, t: Texts) -> None:
+        await chat.say(t._(messages.FORGET_CONFIRM), forget_buttons(t, sender))
 
     # --- buttons -------------------------------------------------------------------------
 
-    async def _forget_answer(self, press: Press, presser: UserRef, action: Forget) -> None:
-        if presser.user_id != action.owner:
-            await press.answer(notice=messages.ONLY_WHO_ASKED)
-            return
+    async def _forget_answer(self, press: Press, presser: UserRef, action: Forget, t: Texts):
         if not action.confirmed:
-            text = messages.FORGET_CANCELLED
+            text = t._(messages.FORGET_CANCELLED)
         elif await self.service.forget(presser):
-            text = messages.FORGOTTEN
+            text = t._(messages.FORGOTTEN)
         else:
-            text = messages.NOTHING_TO_FORGET
+            text = t._(messages.NOTHING_TO_FORGET)
         await press.answer(text=text, buttons=[])
 
-    async def _toggle(self, press: Press, presser: UserRef, action: Toggle) -> None:
+    async def _show_settings(self, press: Press, presser: UserRef, t: Texts) -> None:
+        chosen = await self.service.person_settings(presser)
+        count = self.service.tag_count(chosen)
+        await press.answer(
+            text=messages.settings(t, chosen, count, t.language),
+            buttons=settings_buttons(t, presser, count),
+        )
+
+    async def _toggle(self, press: Press, presser: UserRef, action: Toggle, t: Texts) -> None:
         await self.service.owned_suggestion(presser, action.suggestion_id)
         pressed = f"toggle|{action.suggestion_id}|{action.index}"
         if pressed not in (b.data for b in press.buttons):
@@ -348,50 +543,68 @@ class Conversation:
             Button(messages.flip_label(b.label), b.data) if b.data == pressed else b
             for b in press.buttons
         ]
+        ticked, _ = ticked_tags(flipped)  # the copy button copies what is ticked
+        flipped = [copy_button(t, ticked) if b.copy is not None else b for b in flipped]
         await press.answer(buttons=flipped)
 
-    async def _save(self, press: Press, presser: UserRef, action: Save) -> None:
+    async def _save(self, press: Press, presser: UserRef, action: Save, t: Texts) -> None:
         await self.service.owned_suggestion(presser, action.suggestion_id)
-        labels = [b.label for b in press.buttons if b.data.startswith("toggle|")]
-        ticked = [tag for tag, on in map(messages.parse_tag_label, labels) if on]
+        ticked, _ = ticked_tags(press.buttons)
         if not ticked:
-            await press.answer(notice=messages.saved([]))  # nothing stored, buttons stay
+            await press.answer(notice=messages.saved(t, []))  # nothing stored, buttons stay
             return
         saved = await self.service.accept(presser, action.suggestion_id, ticked, source="button")
         if not saved:  # labels that name no shown hashtag
-            await press.answer(notice=messages.saved([]))
+            await press.answer(notice=messages.saved(t, []))
             return
         # Shown only now that the write has committed.
         await press.answer(
-            notice=messages.saved(saved),
-            text=f"{press.text}\n{messages.saved(saved)}",
+            notice=messages.saved(t, saved),
+            text=f"{press.text}\n{messages.saved(t, saved)}",
             buttons=[],
         )
+
+    async def _hide_unticked(self, press: Press, presser: UserRef, action: Hide, t: Texts):
+        await self.service.owned_suggestion(presser, action.suggestion_id)
+        _, unticked = ticked_tags(press.buttons)
+        if not unticked:
+            await press.answer(notice=t._(messages.UNTICK_FIRST))
+            return
+        hidden = await self.service.hide(presser, unticked)
+        kept = [
+            b
+            for b in press.buttons
+            if not (b.data.startswith("toggle|") and messages.parse_tag_label(b.label)[0] in hidden)
+        ]
+        await press.answer(notice=messages.hidden_now(t, hidden), buttons=kept)
 
     # --- rules for every event -----------------------------------------------------------
 
     async def _handle(
         self,
         event: str,
+        person: UserRef,
         say: Callable[[str], Awaitable[object]],
-        work: Callable[[], Awaitable[None]],
+        work: Callable[[Texts], Awaitable[None]],
     ) -> None:
-        """Run one event's work: none while shutting down (the person is told to retry), in
-        flight until it answered (a shutdown waits for it), errors a person can act on
-        explained to them, and anything else logged and apologised for, never raised into
-        the platform library."""
+        """Run one event's work, in the person's language: none while shutting down (the
+        person is told to retry), in flight until it answered (a shutdown waits for it),
+        errors a person can act on explained to them, and anything else logged and
+        apologised for, never raised into the platform library."""
         if not self.service.accepting and not _STARTED.get():
-            await say(messages.RESTARTING)
+            await say(texts(supported(person.locale))._(messages.RESTARTING))
             return
         async with self.service.in_flight():
+            t = ENGLISH
             try:
-                async with explained(say):
-                    await work()
+                t = await self.texts_for(person)
+                async with explained(t, say):
+                    await work(t)
             except Exception:
                 metrics.ERRORS.labels("unexpected").inc()
                 log.exception("a %s on %s failed", event, self.platform)
                 try:
-                    await say(messages.SOMETHING_WENT_WRONG)
+                    await say(t._(messages.SOMETHING_WENT_WRONG))
                 except Exception as error:  # the platform is unreachable too
                     log.warning("could not tell the person about the failure: %s", error)
 
@@ -418,3 +631,8 @@ class Conversation:
         if len(self._noticed) > NOTICES_REMEMBERED:
             self._noticed.popitem(last=False)
         return True
+
+
+def _hashtags(argument: str) -> list[str]:
+    """The hashtags of a command's argument, written with or without a #."""
+    return extract_hashtags(" ".join(f"#{word.lstrip('#')}" for word in argument.split()))

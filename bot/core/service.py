@@ -13,11 +13,12 @@ import re
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Iterable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
 from bot.core.blocklist import BlockList
+from bot.core.i18n import supported
 from bot.core.personalize import GlobalPrior, UserProfile, Weights, rank
 from bot.core.profile_cache import DEFAULT_BUDGET_BYTES as DEFAULT_PROFILE_CACHE_BYTES
 from bot.core.profile_cache import ProfileCache
@@ -26,6 +27,7 @@ from bot.operations import metrics
 from bot.store import (
     VERDICT_ACCEPT,
     VERDICT_REJECT,
+    PersonSettings,
     Store,
     StoredSuggestion,
     StoreUnavailable,
@@ -35,6 +37,10 @@ from inference.images import ImageRejected
 from inference.vocab import normalize_hashtag
 
 MAX_TAG_LENGTH = 64
+# Hashtags per suggestion: five by default, as Instagram allows on a post since December 2025;
+# a person may ask for 1 to 30 (/count), Instagram's old limit.
+DEFAULT_TOP_K = 5
+MAX_TAG_COUNT = 30
 # A person's own hashtags on one photo (typed in replies and in the caption, together): 30 is
 # what Instagram allowed before it cut posts to five, so no real post needs more. The cap
 # keeps one photo's answers small to store, to re-read after each answer, and to confirm in
@@ -53,6 +59,9 @@ PROFILE_MAX_AGE = 86_400.0  # seconds before a cached profile is rebuilt from th
 class UserRef:
     platform: str  # "telegram", "discord", "console"
     user_id: str  # the platform's own id, as text
+    # The language of the person's app for this event (Telegram's language_code, Discord's
+    # locale), when the platform says; not part of who they are.
+    locale: str | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True)
@@ -104,7 +113,7 @@ class HashtagService:
         store: Store,
         *,
         weights: Weights | None = None,
-        top_k: int = 10,
+        top_k: int = DEFAULT_TOP_K,
         rate_limit: RateLimit | None = DEFAULT_RATE_LIMIT,
         profile_cache_bytes: int = DEFAULT_PROFILE_CACHE_BYTES,
         global_prior_ttl: float = 300.0,
@@ -190,6 +199,7 @@ class HashtagService:
         """
         post = await self._predict_post(images)
         user_id = await self.store.user_id(user.platform, user.user_id)
+        chosen = await self.store.person_settings(user_id)
         ranking = rank(
             post.scores,
             post.vocabulary,
@@ -198,10 +208,11 @@ class HashtagService:
             await self._prior(len(post.vocabulary)),
             self.weights,
             caption,
-            self.blocked.tags if self.blocked else frozenset(),
+            (self.blocked.tags if self.blocked else frozenset()) | chosen.hidden,
         )
-        shown = ranking.top(self.top_k)
-        entries = ranking.shown(self.top_k)
+        count = self.tag_count(chosen)
+        shown = ranking.top(count)
+        entries = ranking.shown(count)
         suggestion_id = await self.store.add_suggestion(
             user_id,
             user.platform,
@@ -388,8 +399,48 @@ class HashtagService:
         )
         return sorted(counts.items(), key=lambda item: (-item[1], item[0]))[:limit]
 
+    async def person_settings(self, user: UserRef) -> PersonSettings:
+        """What the person chose (/count, /language, /hide); defaults for someone new."""
+        user_id = await self.store.find_user_id(user.platform, user.user_id)
+        return PersonSettings() if user_id is None else await self.store.person_settings(user_id)
+
+    def tag_count(self, chosen: PersonSettings) -> int:
+        return chosen.tag_count or self.top_k
+
+    def language(self, user: UserRef, chosen: PersonSettings) -> str | None:
+        """The person's language: chosen with /language, else their app's, when supported."""
+        return chosen.language or supported(user.locale)
+
+    async def set_tag_count(self, user: UserRef, count: int) -> None:
+        if not 1 <= count <= MAX_TAG_COUNT:
+            raise ValueError(f"a person's hashtag count is 1 to {MAX_TAG_COUNT}, not {count}")
+        await self.store.set_tag_count(await self._user_id(user), count)
+
+    async def set_language(self, user: UserRef, language: str | None) -> None:
+        """`language`: a supported code, or None for the app's language."""
+        if language is not None and supported(language) != language:
+            raise ValueError(f"not a language the bot speaks: {language!r}")
+        await self.store.set_language(await self._user_id(user), language)
+
+    async def hide(self, user: UserRef, tags: Iterable[str]) -> list[str]:
+        """Never suggest these hashtags to the person again; returns them normalised."""
+        tags = list(dict.fromkeys(normalize_hashtag(tag) for tag in tags))
+        tags = [tag for tag in tags if 0 < len(tag) <= MAX_TAG_LENGTH]
+        if tags:
+            await self.store.hide_tags(await self._user_id(user), tags)
+        return tags
+
+    async def unhide(self, user: UserRef, tag: str) -> bool:
+        """True when the hashtag was hidden and now is not."""
+        user_id = await self.store.find_user_id(user.platform, user.user_id)
+        return user_id is not None and await self.store.unhide_tag(user_id, normalize_hashtag(tag))
+
+    async def _user_id(self, user: UserRef) -> int:
+        return await self.store.user_id(user.platform, user.user_id)
+
     async def forget(self, user: UserRef) -> bool:
-        """Delete everything stored about a person. True when there was something to delete."""
+        """Delete everything stored about a person (settings too). True when there was
+        something to delete."""
         user_id = await self.store.find_user_id(user.platform, user.user_id)
         if user_id is None:
             return False

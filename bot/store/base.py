@@ -26,6 +26,7 @@ from bot.store.records import (
     AnsweredPhoto,
     AnsweredPhotos,
     DamagedRow,
+    PersonSettings,
     ShownEntry,
     StoredSuggestion,
     UserHistory,
@@ -336,9 +337,50 @@ class Store(ABC):
         usable = [photo for i, photo in photos.items() if i not in damaged]
         return AnsweredPhotos(usable, other_encoder, [damaged[i] for i in sorted(damaged)])
 
+    async def person_settings(self, user_id: int) -> PersonSettings:
+        async with self._reading() as db:
+            rows = await db.fetch(
+                "SELECT tag_count, language FROM person_settings WHERE user_id = ?", user_id
+            )
+            hidden = await db.fetch("SELECT tag FROM hidden_tags WHERE user_id = ?", user_id)
+        count, language = rows[0] if rows else (None, None)
+        return PersonSettings(count, language, frozenset(tag for (tag,) in hidden))
+
+    async def set_tag_count(self, user_id: int, count: int | None) -> None:
+        await self._set_setting("tag_count", user_id, count)
+
+    async def set_language(self, user_id: int, language: str | None) -> None:
+        await self._set_setting("language", user_id, language)
+
+    async def _set_setting(self, column: str, user_id: int, value: object) -> None:
+        # `column` is one of the two names above, never a person's text.
+        async with self._transaction() as db:
+            await db.execute(
+                f"INSERT INTO person_settings (user_id, {column}) VALUES (?, ?) "
+                f"ON CONFLICT (user_id) DO UPDATE SET {column} = excluded.{column}",
+                user_id,
+                value,
+            )
+
+    async def hide_tags(self, user_id: int, tags: Sequence[str]) -> None:
+        async with self._transaction() as db:
+            await db.executemany(
+                "INSERT INTO hidden_tags (user_id, tag, created_at) VALUES (?, ?, ?) "
+                "ON CONFLICT (user_id, tag) DO NOTHING",
+                [(user_id, tag, time.time()) for tag in tags],
+            )
+
+    async def unhide_tag(self, user_id: int, tag: str) -> bool:
+        """True when the tag was hidden."""
+        async with self._transaction() as db:
+            changed = await db.execute(
+                "DELETE FROM hidden_tags WHERE user_id = ? AND tag = ?", user_id, tag
+            )
+        return changed > 0
+
     async def forget_user(self, user_id: int) -> None:
-        """Delete the person and, by cascade, every suggestion and verdict of theirs (and take
-        their photos out of everyone's trust record)."""
+        """Delete the person and, by cascade, every suggestion, verdict and setting of theirs
+        (and take their photos out of everyone's trust record)."""
         async with self._transaction() as db:
             await db.execute(
                 "UPDATE trust_totals SET "

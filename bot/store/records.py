@@ -36,6 +36,15 @@ class DamagedRow(ValueError):
 
 
 @dataclass(frozen=True)
+class PersonSettings:
+    """What a person chose for themselves; None: not chosen (the bot's default applies)."""
+
+    tag_count: int | None = None
+    language: str | None = None
+    hidden: frozenset[str] = frozenset()
+
+
+@dataclass(frozen=True)
 class ShownEntry:
     """One hashtag a suggestion showed, as `suggestions.shown` stores it.
 
