@@ -61,7 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--patience",
         type=int,
         default=defaults.patience,
-        help="stop after this many epochs without a better validation mAP",
+        help="stop after this many epochs without a better validation precision@1 + recall@5",
     )
     parser.add_argument("--seed", type=int, default=defaults.seed)
     parser.add_argument(

@@ -22,14 +22,16 @@ from finetune.calibration import (
 )
 from finetune.dataset import Dataset, frequent_hashtags
 from finetune.embeddings import embed_images
-from finetune.metrics import mean_average_precision, ranking_metrics
+from finetune.metrics import SELECTION_METRIC, ranking_metrics, selection_score
 from finetune.precision import EmbeddingPrecision
 from finetune.publish import write_metrics
 from finetune.split import Split, random_split
 from finetune.training import (
+    BiasFit,
     TrainOptions,
     encoder_scores,
     finetune_encoder,
+    fit_biases,
     head_scores,
     train_linear_probe,
 )
@@ -118,11 +120,9 @@ def run(dataset: Dataset, options: RunOptions) -> dict:
         val_part.truth,
         train,
     )
-    head_weight, head_curve = _choose_head_blend(model, probed, val_part)
-    model.head.load_state_dict(
-        blend_states(model.head.state_dict(), probed.state_dict(), head_weight)
-    )
-    blend = {"stage": "head", "weight": head_weight, "validation_map": head_curve}
+    head_weight, head_curve, blended = _choose_head_blend(model, probed, train_part, val_part)
+    model.head.load_state_dict(blended)
+    blend = {"stage": "head", "weight": head_weight, "validation_score": head_curve}
 
     if options.unfreeze_blocks != 0:
         blend, val_scores = _stage_two(model, zero_shot_state, parts, options)
@@ -135,6 +135,8 @@ def run(dataset: Dataset, options: RunOptions) -> dict:
     thresholds = calibrate_thresholds(_sigmoid(val_scores), val_part.truth)
     report = {
         **metrics,
+        "selection_metric": SELECTION_METRIC,
+        "selection_score": blend["validation_score"][blend["weight"]],
         "wise_ft": blend,
         "images": {
             "listed": len(dataset.samples),
@@ -236,15 +238,26 @@ def _encoder_key(model: HashtagModel, pretrained: str) -> str:
     return hashlib.sha256(material.encode()).hexdigest()[:32]
 
 
-def _choose_head_blend(model: HashtagModel, probed: nn.Linear, val_part: _Part):
+def _choose_head_blend(
+    model: HashtagModel, probed: nn.Linear, train_part: _Part, val_part: _Part
+) -> tuple[float, dict[float, float], dict]:
+    """(weight, validation score of each weight, the chosen head's state). Each blend's
+    biases are fitted again on the training embeddings: interpolated biases do not suit
+    interpolated weights, and precision@1 and recall@5 depend on them."""
     zero_shot_head = model.head.state_dict()
+    train_x = torch.from_numpy(train_part.embeddings)
+    train_y = torch.from_numpy(train_part.truth)
+    heads: dict[float, dict] = {}
 
-    def validation_map(weight: float) -> float:
+    def validation_score(weight: float) -> float:
         head = nn.Linear(probed.in_features, probed.out_features)
         head.load_state_dict(blend_states(zero_shot_head, probed.state_dict(), weight))
-        return mean_average_precision(head_scores(head, val_part.embeddings), val_part.truth)
+        fit_biases(head, train_x, train_y)
+        heads[weight] = head.state_dict()
+        return selection_score(head_scores(head, val_part.embeddings), val_part.truth)
 
-    return choose_blend(validation_map, HEAD_BLEND_WEIGHTS)
+    weight, curve = choose_blend(validation_score, HEAD_BLEND_WEIGHTS)
+    return weight, curve, heads[weight]
 
 
 def _stage_two(
@@ -262,6 +275,7 @@ def _stage_two(
         torch.save(state, partial)
         partial.replace(resume_path)
 
+    bias_fit = BiasFit.sample(train.paths, train.truth, options.train.seed)
     finetune_encoder(
         model,
         train.paths,
@@ -272,19 +286,25 @@ def _stage_two(
         options.train,
         save_progress=save_progress,
         resume_state=resume_state,
+        bias_fit=bias_fit,
     )
     tuned_state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
 
-    val_scores: dict[float, np.ndarray] = {}  # kept: the chosen weight's feed the thresholds
+    # Kept per weight: the blended model with its biases fitted (as each epoch's were), and its
+    # validation scores, which feed the thresholds.
+    states: dict[float, dict] = {}
+    val_scores: dict[float, np.ndarray] = {}
 
-    def validation_map(weight: float) -> float:
+    def validation_score(weight: float) -> float:
         model.load_state_dict(blend_states(zero_shot_state, tuned_state, weight))
+        bias_fit.apply(model, options.train)
+        states[weight] = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
         val_scores[weight], _ = encoder_scores(model, val.paths, options.train, "validating")
-        return mean_average_precision(val_scores[weight], val.truth)
+        return selection_score(val_scores[weight], val.truth)
 
-    weight, curve = choose_blend(validation_map, ENCODER_BLEND_WEIGHTS)
-    model.load_state_dict(blend_states(zero_shot_state, tuned_state, weight))
-    return {"stage": "encoder", "weight": weight, "validation_map": curve}, val_scores[weight]
+    weight, curve = choose_blend(validation_score, ENCODER_BLEND_WEIGHTS)
+    model.load_state_dict(states[weight])
+    return {"stage": "encoder", "weight": weight, "validation_score": curve}, val_scores[weight]
 
 
 def _sigmoid(logits: np.ndarray) -> np.ndarray:
