@@ -6,7 +6,7 @@ import datetime
 import hashlib
 import json
 import logging
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -20,12 +20,12 @@ from finetune.calibration import (
     calibrate_thresholds,
     choose_blend,
 )
-from finetune.dataset import Dataset, frequent_hashtags
-from finetune.embeddings import embed_images
+from finetune.dataset import Dataset, Sample, frequent_hashtags
+from finetune.embeddings import embed_images, file_digests
 from finetune.metrics import SELECTION_METRIC, ranking_metrics, selection_score
 from finetune.precision import EmbeddingPrecision
 from finetune.publish import write_metrics
-from finetune.split import Split, random_split
+from finetune.split import Split, duplicate_groups, random_split
 from finetune.training import (
     BiasFit,
     TrainOptions,
@@ -71,18 +71,20 @@ def run(dataset: Dataset, options: RunOptions) -> dict:
         or dataset.vocabulary
         or frequent_hashtags(dataset.samples, options.vocab_size)
     )
-    samples = _usable_samples(dataset, vocabulary, options)
-    split = _load_or_make_split(samples, options)
+    samples, digests, copies = _usable_samples(dataset, vocabulary, options)
+    split = _load_or_make_split(samples, copies, options)
 
     model = load_zero_shot(options.model, options.pretrained, vocabulary).to(options.device)
     zero_shot_state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
     by_name = {sample.name: sample for sample in samples}
+    digest_of = {sample.name: digest for sample, digest in zip(samples, digests, strict=True)}
     parts = {}
     for part in ("train", "val", "test"):
         names = getattr(split, part)
         parts[part] = _Part(
             paths=[by_name[name].path for name in names],
             truth=_multi_hot([by_name[name].hashtags for name in names], vocabulary),
+            digests=[digest_of[name] for name in names],
         )
     cache_folder = default_cache_dir() / "embeddings" / _encoder_key(model, options.pretrained)
     # bf16 embeddings share the fp32 cache: they agree with fp32 to cosine >= 0.999 (checked on
@@ -97,6 +99,7 @@ def run(dataset: Dataset, options: RunOptions) -> dict:
             cache_folder=cache_folder,
             description=f"embedding {name}",
             precision=precision,
+            digests=part.digests,
         )
         part.keep_readable(embeddings, readable)
 
@@ -141,7 +144,8 @@ def run(dataset: Dataset, options: RunOptions) -> dict:
         "images": {
             "listed": len(dataset.samples),
             "missing": dataset.missing,
-            "without_vocabulary_tags": len(dataset.samples) - len(samples),
+            "without_vocabulary_tags": len(dataset.samples) - len(samples) - len(copies),
+            "duplicates_removed": split.duplicates_removed,
             "unreadable": sum(part.unreadable for part in parts.values()),
             **{name: len(part.truth) for name, part in parts.items()},
         },
@@ -175,18 +179,24 @@ class _Part:
 
     paths: list[Path | None]
     truth: np.ndarray
+    digests: list[str | None] = field(default_factory=list)
     embeddings: np.ndarray | None = None
     unreadable: int = 0
 
     def keep_readable(self, embeddings: np.ndarray, readable: np.ndarray) -> None:
         """Drop the images that could not be decoded; they are counted in metrics.json."""
         self.paths = [path for path, ok in zip(self.paths, readable, strict=True) if ok]
+        self.digests = [digest for digest, ok in zip(self.digests, readable, strict=True) if ok]
         self.truth, self.embeddings = self.truth[readable], embeddings[readable]
         self.unreadable = int((~readable).sum())
 
 
-def _usable_samples(dataset: Dataset, vocabulary: list[str], options: RunOptions):
-    """Found images with at least one hashtag in the vocabulary, optionally a seeded subset."""
+def _usable_samples(
+    dataset: Dataset, vocabulary: list[str], options: RunOptions
+) -> tuple[list[Sample], list[str | None], list[str]]:
+    """Found images with at least one hashtag in the vocabulary, optionally a seeded subset,
+    each file once: (samples, their files' digests, the names of the byte-identical copies
+    left out). The first listed copy stands for all of them, with all their hashtags."""
     known = set(vocabulary)
     samples = [
         sample
@@ -198,27 +208,56 @@ def _usable_samples(dataset: Dataset, vocabulary: list[str], options: RunOptions
             len(samples), options.max_images, replace=False
         )
         samples = [samples[i] for i in sorted(chosen)]
+    digests = file_digests([sample.path for sample in samples])
+    groups = duplicate_groups(digests)
+    copies = [samples[i].name for group in groups for i in group[1:]]
+    if copies:
+        log.info("%d byte-identical copies of listed images left out", len(copies))
+    digests = [digests[group[0]] for group in groups]
+    samples = [_merged([samples[i] for i in group]) for group in groups]
     if len(samples) < 10:
         raise ValueError(
             f"only {len(samples)} images have a hashtag in the vocabulary; need at least 10"
         )
-    return samples
+    return samples, digests, copies
 
 
-def _load_or_make_split(samples, options: RunOptions) -> Split:
+def _merged(copies: list[Sample]) -> Sample:
+    """The first of byte-identical copies, with the hashtags of them all."""
+    hashtags = dict.fromkeys(tag for copy in copies for tag in copy.hashtags)
+    return replace(copies[0], hashtags=tuple(hashtags))
+
+
+def _load_or_make_split(samples: list[Sample], copies: list[str], options: RunOptions) -> Split:
     if options.resume and (options.out / "split.json").is_file():
-        split = Split.load(options.out)
-        names = {sample.name for sample in samples}
-        if not all(name in names for name in split.train + split.val + split.test):
-            raise ValueError(
-                f"{options.out}/split.json names images this data does not have; "
-                "resume with the same --data, --max-images and vocabulary, or drop --resume"
-            )
-        return split
+        return _resumed_split(samples, copies, options)
     split = random_split([sample.name for sample in samples], options.test_size, options.train.seed)
+    split = replace(split, duplicates_removed=len(copies))
     options.out.mkdir(parents=True, exist_ok=True)
     split.save(options.out)
     return split
+
+
+def _resumed_split(samples: list[Sample], copies: list[str], options: RunOptions) -> Split:
+    """The interrupted run's split. One written before copies were left out may list them:
+    they are dropped from it now, the first copy kept, and the split written again."""
+    split = Split.load(options.out)
+    names = {sample.name for sample in samples}
+    if set(split.train + split.val + split.test) - names - set(copies):
+        raise ValueError(
+            f"{options.out}/split.json names images this data does not have; "
+            "resume with the same --data, --max-images and vocabulary, or drop --resume"
+        )
+    kept = replace(
+        split,
+        train=[name for name in split.train if name in names],
+        val=[name for name in split.val if name in names],
+        test=[name for name in split.test if name in names],
+        duplicates_removed=len(copies),
+    )
+    if kept != split:
+        kept.save(options.out)
+    return kept
 
 
 def _multi_hot(hashtag_lists, vocabulary: list[str]) -> np.ndarray:
