@@ -30,10 +30,11 @@ def blend_states(
 
 
 def choose_blend(
-    validation_map: Callable[[float], float], weights: Sequence[float]
+    validation_score: Callable[[float], float], weights: Sequence[float]
 ) -> tuple[float, dict[float, float]]:
-    """The weight with the best validation mAP; ties go to the one nearer zero-shot."""
-    scores = {float(weight): validation_map(float(weight)) for weight in weights}
+    """The weight with the best validation score (finetune.metrics.SELECTION_METRIC); ties go
+    to the one nearer zero-shot."""
+    scores = {float(weight): validation_score(float(weight)) for weight in weights}
     best = max(scores, key=lambda weight: (scores[weight], -weight))
     return best, scores
 

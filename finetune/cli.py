@@ -61,7 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--patience",
         type=int,
         default=defaults.patience,
-        help="stop after this many epochs without a better validation mAP",
+        help="stop after this many epochs without a better validation precision@1 + recall@5",
     )
     parser.add_argument("--seed", type=int, default=defaults.seed)
     parser.add_argument(
@@ -160,10 +160,12 @@ def metric_row(name: str, values: dict[str, float]) -> str:
 def format_report(report: dict) -> str:
     """The metrics table, in percent, with the paper's best baseline for comparison."""
     images = report["images"]
+    duplicates = images.get("duplicates_removed", 0)
     lines = [
         f"images: {images['train']} train, {images['val']} validation, {images['test']} test "
         f"({images['missing']} missing, {images['unreadable']} unreadable, "
-        f"{images['without_vocabulary_tags']} without a vocabulary hashtag)",
+        + (f"{duplicates} duplicate files left out, " if duplicates else "")
+        + f"{images['without_vocabulary_tags']} without a vocabulary hashtag)",
         f"WiSE-FT weight on the fine-tuned model: {report['wise_ft']['weight']:.2f}",
         "",
         f"{'test split':<24}" + "".join(f"{name:>13}" for name in METRIC_COLUMNS),

@@ -86,18 +86,23 @@ def embed_images(
     cache_folder: Path | None = None,
     description: str = "embedding",
     precision: EmbeddingPrecision | None = None,
+    digests: Sequence[str | None] | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """(embeddings float32 (n, D), readable bool (n,)) for the images at `paths`.
 
     The encoder runs in the model's own precision, or in `precision`'s choice (bf16 where this
     CPU measured faster and in agreement); the choice is made only if an image is not cached.
+    `digests`: the files' file_digests when the caller has them already (not read again).
     """
     embed_dim = model.head.in_features
     embeddings = np.zeros((len(paths), embed_dim), dtype=np.float32)
     readable = np.zeros(len(paths), dtype=bool)
 
     cache = EmbeddingCache(cache_folder) if cache_folder else None
-    digests = _file_digests(paths) if cache else [None] * len(paths)
+    if not cache:
+        digests = [None] * len(paths)
+    elif digests is None:
+        digests = file_digests(paths)
     known = cache.load() if cache else {}
     todo = []
     for index, digest in enumerate(digests):
@@ -133,7 +138,10 @@ def embed_images(
     return embeddings, readable
 
 
-def _file_digests(paths: Sequence[Path | None]) -> list[str | None]:
+def file_digests(paths: Sequence[Path | None]) -> list[str | None]:
+    """SHA-256 of each file's bytes (None for a missing or unreadable one): the embedding
+    cache's key, and how byte-identical copies are found before the split."""
+
     def digest(path: Path | None) -> str | None:
         if path is None:
             return None

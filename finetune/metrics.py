@@ -1,4 +1,5 @@
-"""The HARRISON paper's ranking metrics, plus mean average precision over tags.
+"""The HARRISON paper's ranking metrics, plus mean average precision over tags, and the sum
+of two of them that training selects by.
 
 For each image with truth set T and the top-K predicted tags P_K (Park et al., 2016):
     precision@K = |P_K ∩ T| / K      recall@K = |P_K ∩ T| / |T|      accuracy@K = [P_K ∩ T ≠ ∅]
@@ -11,6 +12,9 @@ import numpy as np
 
 # The paper's best baseline (VGG-16 object + scene features), in percent, for comparison.
 PAPER_VGG_OBJECT_SCENE = {"precision@1": 30.16, "recall@5": 21.38, "accuracy@5": 52.52}
+
+# What a run keeps the best of, named as in metrics.json and the logs (see selection_score).
+SELECTION_METRIC = "precision@1 + recall@5 on validation"
 
 
 def top_k_hits(scores: np.ndarray, truth: np.ndarray, k: int) -> np.ndarray:
@@ -30,18 +34,35 @@ def top_k_hits(scores: np.ndarray, truth: np.ndarray, k: int) -> np.ndarray:
 
 def ranking_metrics(scores: np.ndarray, truth: np.ndarray) -> dict[str, float]:
     """precision@1, recall@5, accuracy@5 and mAP for (images, tags) score and 0/1 truth arrays."""
+    scores, truth = _labelled(scores, truth)
+    return {**_per_photo_metrics(scores, truth), "map": mean_average_precision(scores, truth)}
+
+
+def selection_score(scores: np.ndarray, truth: np.ndarray) -> float:
+    """precision@1 + recall@5: what training selects by (early stopping, the WiSE-FT blends).
+
+    Both rank the hashtags within one photo, which is what the product shows, so unlike mAP
+    (which ranks the photos within one hashtag) they see each hashtag's bias.
+    """
+    metrics = _per_photo_metrics(*_labelled(scores, truth))
+    return metrics["precision@1"] + metrics["recall@5"]
+
+
+def _labelled(scores: np.ndarray, truth: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     truth = truth.astype(bool)
     labelled = truth.any(axis=1)
-    scores, truth = scores[labelled], truth[labelled]
-    if len(truth) == 0:
+    if not labelled.any():
         raise ValueError("no image has a tag in the vocabulary: nothing to evaluate")
+    return scores[labelled], truth[labelled]
+
+
+def _per_photo_metrics(scores: np.ndarray, truth: np.ndarray) -> dict[str, float]:
     hits_at_1 = top_k_hits(scores, truth, 1)
     hits_at_5 = top_k_hits(scores, truth, 5)
     return {
         "precision@1": float(hits_at_1.mean()),
         "recall@5": float((hits_at_5 / truth.sum(axis=1)).mean()),
         "accuracy@5": float((hits_at_5 > 0).mean()),
-        "map": mean_average_precision(scores, truth),
     }
 
 

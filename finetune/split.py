@@ -3,11 +3,16 @@
 The HARRISON paper tests on 5,000 of its 57,383 images; smaller datasets get the same
 proportion. Validation (for early stopping, the WiSE-FT blend and thresholds) is taken from
 the training part, the same size as the test part.
+
+Byte-identical image files are one image: only the first listed copy is split (duplicate_groups),
+so that no photo is both trained on and tested on. How many copies were left out is written in
+split.json as `duplicates_removed` (0 in a split.json written before this was counted).
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -23,6 +28,7 @@ class Split:
     train: list[str]
     val: list[str]
     test: list[str]
+    duplicates_removed: int = 0  # byte-identical copies of listed images, left out
 
     def save(self, directory: Path) -> None:
         (directory / SPLIT_FILE).write_text(json.dumps(asdict(self)), encoding="utf-8")
@@ -47,6 +53,21 @@ def held_out_count(total: int, test_size: float | None) -> int:
             f"images out of {total}; lower --test-size"
         )
     return count
+
+
+def duplicate_groups(digests: Sequence[str | None]) -> list[list[int]]:
+    """Indices grouped by identical content digest, each group in listed order and the groups
+    in the order of their first member; a file without a digest (unreadable) is alone."""
+    groups: list[list[int]] = []
+    group_of: dict[str, list[int]] = {}
+    for index, digest in enumerate(digests):
+        if digest is not None and digest in group_of:
+            group_of[digest].append(index)
+            continue
+        groups.append([index])
+        if digest is not None:
+            group_of[digest] = groups[-1]
+    return groups
 
 
 def random_split(names: list[str], test_size: float | None, seed: int) -> Split:
