@@ -53,6 +53,8 @@ class FakeDiscord:
     guilds: dict[int, int] = field(default_factory=lambda: {GUILD_ID: CHANNEL_ID})  # -> channel
     identified: list[tuple[int, int]] = field(default_factory=list)  # (shard, shard count)
     privileged_intents: bool = True  # False: the developer portal has Message Content off
+    # user id -> their client's language, sent as an interaction's `locale` as Discord does
+    languages: dict[int, str] = field(default_factory=dict)
 
     def __post_init__(self):
         self._ids = itertools.count(5_000_000)
@@ -150,7 +152,7 @@ class FakeDiscord:
             "version": 1,
             "attachment_size_limit": 10 * 1024 * 1024,
             "app_permissions": "0",
-            "locale": "en-US",
+            "locale": self.languages.get(user_id, "en-US"),
             "entitlements": [],
             "authorizing_integration_owners": {},
             "context": 0 if guild else 1,
@@ -165,8 +167,13 @@ class FakeDiscord:
         await self.dispatch("INTERACTION_CREATE", interaction)
         return interaction_id
 
-    async def slash(self, user_id: int, name: str, attachment: dict | None = None) -> str:
+    async def slash(
+        self, user_id: int, name: str, attachment: dict | None = None, value: str | None = None
+    ) -> str:
+        """A slash command; `value`: its text argument (/count, /hide, /language...)."""
         data = {"id": "1", "name": name, "type": 1}
+        if value is not None:
+            data["options"] = [{"name": "value", "type": 3, "value": value}]
         if attachment:
             data["options"] = [{"name": "image", "type": 11, "value": attachment["id"]}]
             data["resolved"] = {"attachments": {attachment["id"]: attachment}}

@@ -6,10 +6,10 @@ import sys
 import pytest
 import torch
 
-from bot.adapters.console import NO_PHOTO_YET, NOT_NUMBERS, NUL_IN_PATH, run_console
+from bot.adapters.console import CONSOLE_HELP, NO_PHOTO_YET, NOT_NUMBERS, NUL_IN_PATH, run_console
 from bot.cli import main as bot_main
 from bot.core import messages
-from bot.core.i18n import ENGLISH
+from bot.core.i18n import ENGLISH, texts
 from bot.core.messages import SOMETHING_WENT_WRONG
 from bot.core.service import DEFAULT_TOP_K, HashtagService
 from bot.store import Store
@@ -161,3 +161,31 @@ def test_shard_ranges():
     assert shard_range("0-3") == [0, 1, 2, 3]
     assert shard_range("5") == [5]
     assert shard_range("4, 0-1,4") == [0, 1, 4]
+
+
+async def test_the_chat_apps_words_work_in_the_terminal_too(service, tmp_path, monkeypatch):
+    monkeypatch.setenv("LANG", "C.UTF-8")
+    photo = tmp_path / "photo.jpg"
+    photo.write_bytes(jpeg(seed=3))
+    out = await converse(service, ["/help", "/tags", "/count 3", "/count 99", str(photo), "quit"])
+    assert out[1] == out[0]  # /help is the console's help
+    assert out[2] == messages.NO_HISTORY
+    assert out[3] == messages.count_set(ENGLISH, 3)
+    assert out[4] == messages.count_usage(ENGLISH, 3)
+    shown = out[5].split()
+    assert len(shown) == 3
+    out = await converse(service, [f"/hide {shown[0]}", "/hidden", str(photo), "/nonsense", "quit"])
+    assert out[1] == messages.hidden_now(ENGLISH, [shown[0].lstrip("#")])
+    assert out[2] == messages.hidden_list(ENGLISH, [shown[0].lstrip("#")])
+    assert shown[0] not in out[3].split() and len(out[3].split()) == 3
+    assert out[5] == messages.UNKNOWN_COMMAND
+
+
+async def test_the_terminal_speaks_its_language(service, monkeypatch):
+    monkeypatch.setenv("LANG", "it_IT.UTF-8")
+    monkeypatch.delenv("LC_ALL", raising=False)
+    monkeypatch.delenv("LC_MESSAGES", raising=False)
+    out = await converse(service, ["/count 4", "quit"])
+    italian = texts("it")
+    assert out[0] == italian._(CONSOLE_HELP) != CONSOLE_HELP
+    assert out[1] == messages.count_set(italian, 4)

@@ -12,9 +12,10 @@ import torch
 from bot.adapters.discord_bot import build_client, use_endpoints
 from bot.adapters.telegram_bot import ALLOWED_UPDATES, build_application
 from bot.core import messages
-from bot.core.i18n import ENGLISH
+from bot.core.conversation import COMMANDS
+from bot.core.i18n import ENGLISH, texts
 from bot.core.ratelimit import RateLimit
-from bot.core.service import HashtagService, UserRef
+from bot.core.service import DEFAULT_TOP_K, HashtagService, UserRef
 from bot.store import Store, StoreUnavailable
 from inference.engine import InferenceEngine
 from tests.bot_process import start_bot
@@ -113,12 +114,17 @@ def custom_ids(message: dict) -> list[str]:
     return [button["custom_id"] for row in message["components"] for button in row["components"]]
 
 
+def save_id(message: dict) -> str:
+    return next(custom_id for custom_id in custom_ids(message) if custom_id.startswith("save|"))
+
+
 async def test_a_dm_photo_gets_hashtags_and_buttons(fake, bot):
     reply = await send_photo(fake, bot)
     tags = reply["content"].split()
-    assert len(tags) == 10 and all(tag.startswith("#") for tag in tags)
-    ids = custom_ids(reply)
-    assert len(ids) == 11 and ids[-1].startswith("save|")
+    assert len(tags) == DEFAULT_TOP_K and all(tag.startswith("#") for tag in tags)
+    ids = custom_ids(reply)  # no copy button: Discord has none, and the text copies as it is
+    assert len(ids) == DEFAULT_TOP_K + 2 and ids[-2].startswith("save|")
+    assert ids[-1].startswith("hide|")
     request = replies(fake)[-1].body
     assert request["message_reference"]["message_id"]  # a reply to the photo
 
@@ -128,7 +134,7 @@ async def test_thumbs_up_saves_and_removing_it_undoes(fake, bot):
     await fake.react(ALICE, reply, "👍")
     await fake.wait_for("PUT", "/reactions/")
     me = UserRef("discord", str(ALICE))
-    assert len(await bot.top_hashtags(me)) == 10
+    assert len(await bot.top_hashtags(me)) == DEFAULT_TOP_K
     await fake.react(ALICE, reply, "👍", added=False)
     (undone,) = await fake.wait_for("DELETE", "/reactions/")  # the bot's 👌 goes with it
     assert undone.path.endswith("/reactions/👌/@me")
@@ -142,7 +148,7 @@ async def test_buttons_untick_and_save(fake, bot):
     (toggle,) = await fake.wait_for("POST", "/callback")
     assert toggle.body["type"] == 7  # update the message in place
     reply["components"] = toggle.body["data"]["components"]
-    await fake.press(ALICE, reply, custom_ids(reply)[-1])
+    await fake.press(ALICE, reply, save_id(reply))
     (_, save) = await fake.wait_for("POST", "/callback", 2)
     assert "Saved" in save.body["data"]["content"]
     shown = [tag.lstrip("#") for tag in reply["content"].split()]
@@ -195,7 +201,7 @@ async def test_in_a_server_only_mentions_are_read_and_only_the_author_counts(fak
     assert answered.body["message_reference"]["message_id"] != unmentioned["id"]
     assert reply["channel_id"] == str(CHANNEL_ID)
     await fake.react(BOB, reply, "👍")
-    await fake.press(BOB, reply, custom_ids(reply)[-1])
+    await fake.press(BOB, reply, save_id(reply))
     (notice,) = await fake.wait_for("POST", "/callback")
     assert notice.body["data"]["content"] == messages.ONLY_THE_AUTHOR
     assert notice.body["data"]["flags"] == 64  # ephemeral
@@ -317,14 +323,14 @@ async def test_the_message_menu_suggests_for_someone_elses_photo(fake, bot):
     # The suggestion is Bob's, who asked: Alice may not save it, Bob may; her caption's
     # hashtags are stored for nobody.
     message = {**followup.result, "guild_id": "1"}
-    await fake.press(ALICE, message, custom_ids(message)[-1])
+    await fake.press(ALICE, message, save_id(message))
     (*_, notice) = await fake.wait_for("POST", "/callback", 2)
     assert notice.body["data"]["content"] == messages.ONLY_THE_AUTHOR
-    await fake.press(BOB, message, custom_ids(message)[-1])
+    await fake.press(BOB, message, save_id(message))
     (*_, saved) = await fake.wait_for("POST", "/callback", 3)
     assert "Saved" in saved.body["data"]["content"]
     bobs = dict(await bot.top_hashtags(UserRef("discord", str(BOB))))
-    assert len(bobs) == 10 and "alicesown" not in bobs
+    assert len(bobs) == DEFAULT_TOP_K and "alicesown" not in bobs
     assert await bot.top_hashtags(UserRef("discord", str(ALICE))) == []
 
 
@@ -365,8 +371,19 @@ async def test_python_dash_m_bot_serves_both_platforms_in_one_process(
 async def test_commands_are_synced_and_the_gateway_is_kept_alive(fake, bot):
     (sync,) = fake.calls_to("PUT", "/commands")
     assert sync.path == f"/applications/{BOT_ID}/commands"  # global by default
-    names = {command["name"] for command in sync.body}
-    assert names == {"tags", "help", "forget", "Suggest hashtags"}
+    commands = {command["name"]: command for command in sync.body}
+    expected = {command.name for command in COMMANDS if command.on_discord}
+    assert commands.keys() == expected | {"Suggest hashtags"}
+    # Described in every language the bot speaks, for the client's locale.
+    count = commands["count"]
+    spanish = texts("es")
+    assert count["description"] == messages.COMMAND_DESCRIPTIONS["count"]
+    assert count["description_localizations"]["es-ES"] == spanish._(count["description"])
+    assert count["description_localizations"]["es-419"] != count["description"]
+    assert count["description_localizations"]["pt-BR"] == texts("pt")._(count["description"])
+    (value,) = count["options"]
+    assert value["description_localizations"]["de"] == texts("de")._(value["description"])
+    assert "en-US" not in count.get("description_localizations", {})
 
     await until(lambda: fake.heartbeats >= 1, "a gateway heartbeat")
 
@@ -413,10 +430,10 @@ async def test_buttons_and_reactions_keep_working_after_a_restart(fake, tiny_mod
         reply = await send_photo(fake, service)
     fake.ready.clear()
     async with core(tiny_model, db) as service, running_client(service):
-        await fake.press(ALICE, reply, custom_ids(reply)[-1])  # a button from before the restart
+        await fake.press(ALICE, reply, save_id(reply))  # a button from before the restart
         (save,) = await fake.wait_for("POST", "/callback")
         assert "Saved" in save.body["data"]["content"]
-        assert len(await service.top_hashtags(UserRef("discord", str(ALICE)))) == 10
+        assert len(await service.top_hashtags(UserRef("discord", str(ALICE)))) == DEFAULT_TOP_K
         await fake.react(ALICE, reply, "👍", added=False)  # and a reaction: nothing to undo
         await fake.react(ALICE, reply, "👎")
         await fake.wait_for("PUT", "/reactions/")
@@ -478,3 +495,46 @@ async def test_an_image_too_many_is_refused_before_downloading(fake, tiny_model,
             downloads = [call for call in fake.calls if call.path.startswith("/attachments/")]
             assert len(downloads) == 1
     await store.close()
+
+
+async def slash_answer(fake: FakeDiscord, user: int, name: str, value: str | None = None) -> dict:
+    """A slash command and the bot's (ephemeral) answer to it."""
+    before = len(fake.calls_to("POST", "/callback"))
+    await fake.slash(user, name, value=value)
+    return (await fake.wait_for("POST", "/callback", before + 1))[-1].body["data"]
+
+
+async def test_settings_and_language_on_discord_are_each_persons_own(fake, bot):
+    fake.languages[ALICE] = "es-ES"
+    spanish = texts("es")
+    assert (await slash_answer(fake, ALICE, "help"))["content"] == spanish._(messages.HELP)
+    assert (await slash_answer(fake, BOB, "help"))["content"] == messages.HELP
+    for bad in ("0", "500", "abc"):
+        said = await slash_answer(fake, ALICE, "count", bad)
+        assert said["content"] == messages.count_usage(spanish, DEFAULT_TOP_K)
+    said = await slash_answer(fake, ALICE, "count", "8")
+    assert said["content"] == messages.count_set(spanish, 8)
+    first = (await send_photo(fake, bot, ALICE, seed=4))["content"].split()
+    assert len(first) == 8  # a message carries no locale: the stored choice still counts
+    assert (await slash_answer(fake, ALICE, "hide"))["content"] == spanish._(messages.HIDE_WHICH)
+    said = await slash_answer(fake, ALICE, "hide", first[0])
+    assert said["content"] == messages.hidden_now(spanish, [first[0].lstrip("#")])
+    again = (await send_photo(fake, bot, ALICE, seed=4))["content"].split()
+    assert first[0] not in again and len(again) == 8
+    bobs = (await send_photo(fake, bot, BOB, seed=4))["content"].split()
+    assert len(bobs) == DEFAULT_TOP_K and bobs[0] == first[0]  # Bob is untouched
+    said = await slash_answer(fake, ALICE, "language", "xx")
+    assert said["content"] == messages.unknown_language(spanish, "xx")
+
+    prompt = await slash_answer(fake, ALICE, "forget")
+    message = {**(await send_photo(fake, bot, ALICE)), "components": prompt["components"]}
+    await fake.press(ALICE, message, f"forget|yes|{ALICE}")
+    forgotten = spanish._(messages.FORGOTTEN)
+
+    def answered() -> bool:
+        calls = fake.calls_to("POST", "/callback")
+        return any(call.body.get("data", {}).get("content") == forgotten for call in calls)
+
+    await until(answered, "the /forget press to be answered, in Spanish")
+    after = (await send_photo(fake, bot, ALICE, seed=4))["content"].split()
+    assert len(after) == DEFAULT_TOP_K and after[0] == first[0]  # settings went with /forget

@@ -17,10 +17,10 @@ from bot.adapters.telegram_bot import (
     smallest_photo_at_least,
 )
 from bot.core import messages
-from bot.core.i18n import ENGLISH
+from bot.core.i18n import ENGLISH, texts
 from bot.core.ratelimit import RateLimit
-from bot.core.service import HashtagService, UserRef
-from bot.store import Store
+from bot.core.service import DEFAULT_TOP_K, HashtagService, UserRef
+from bot.store import PersonSettings, Store
 from inference.engine import InferenceEngine
 from tests.bot_process import start_bot
 from tests.corpus import jpeg
@@ -39,13 +39,16 @@ async def fake():
 
 
 @contextlib.asynccontextmanager
-async def running_bot(fake: FakeBotAPI, tiny_model, db_path, **service_options):
-    """The bot as `python -m bot` runs it, on the tiny model, polling the fake API."""
+async def running_bot(
+    fake: FakeBotAPI, tiny_model, db_path, contact: str | None = None, **service_options
+):
+    """The bot as `python -m bot` runs it, on the tiny model, polling the fake API;
+    `contact`: its --privacy-contact."""
     store = await Store.open(db_path)
     async with InferenceEngine(tiny_model, torch.device("cpu")) as engine:
         service = HashtagService(engine, store, **service_options)
         fake.store = store  # lets send_photo see when a reply has been recorded
-        application = build_application(service, TOKEN, fake.url)
+        application = build_application(service, TOKEN, fake.url, contact)
         async with application:
             await application.start()
             await application.updater.start_polling(allowed_updates=ALLOWED_UPDATES)
@@ -104,10 +107,12 @@ def suggestion_id(reply: dict) -> str:
 async def test_a_photo_gets_copyable_hashtags_and_a_keyboard(fake, bot):
     reply = await send_photo(fake)
     tags = reply["text"].split()
-    assert len(tags) == 10 and all(tag.startswith("#") for tag in tags)
+    assert len(tags) == DEFAULT_TOP_K and all(tag.startswith("#") for tag in tags)
     keyboard = reply["reply_markup"]["inline_keyboard"]
-    assert keyboard[-1][0]["callback_data"].startswith("save|")
-    assert sum(len(row) for row in keyboard[:-1]) == 10
+    save, hide, copy = keyboard[-1]
+    assert save["callback_data"].startswith("save|") and hide["callback_data"].startswith("hide|")
+    assert copy["copy_text"]["text"] == reply["text"]  # one tap copies the hashtag line
+    assert sum(len(row) for row in keyboard[:-1]) == DEFAULT_TOP_K
     # The smallest size still >= the model's 32 px input was downloaded, not the largest.
     (download,) = fake.calls_to("download")
     assert download["file_id"].endswith("90x68")
@@ -316,7 +321,7 @@ async def test_tags_as_a_reply_suggests_for_whoever_asked(fake, tiny_model, tmp_
         assert (await service.user_history(alice)).photos == 0  # her caption is not an answer
         bob = await service.find_user_id("telegram", str(BOB))
         bobs = {tag for verdicts in (await service.user_history(bob)).verdicts for tag in verdicts}
-        assert len(bobs) == 10 and "alicesown" not in bobs
+        assert len(bobs) == DEFAULT_TOP_K and "alicesown" not in bobs
 
 
 async def test_a_forget_prompt_answers_only_the_person_who_asked(fake, bot):
@@ -330,11 +335,11 @@ async def test_a_forget_prompt_answers_only_the_person_who_asked(fake, bot):
     await fake.press(BOB, fake.result_of(prompt), f"forget|yes|{ALICE}")
     (answer,) = await fake.wait_for("answerCallbackQuery")
     assert answer["text"] == messages.ONLY_WHO_ASKED and not fake.calls_to("editMessageText")
-    assert len(await bot.top_hashtags(UserRef("telegram", str(BOB)))) == 10
+    assert len(await bot.top_hashtags(UserRef("telegram", str(BOB)))) == DEFAULT_TOP_K
     await fake.press(ALICE, fake.result_of(prompt), f"forget|yes|{ALICE}")
     (done,) = await fake.wait_for("editMessageText")
     assert done["text"] == messages.NOTHING_TO_FORGET
-    assert len(await bot.top_hashtags(UserRef("telegram", str(BOB)))) == 10
+    assert len(await bot.top_hashtags(UserRef("telegram", str(BOB)))) == DEFAULT_TOP_K
 
 
 async def test_the_rate_limit_counts_photos_and_is_checked_before_downloading(
@@ -373,12 +378,12 @@ async def test_someone_elses_reactions_give_one_notice_however_many(fake, bot):
 async def test_save_with_nothing_ticked_saves_nothing(fake, bot):
     reply = await send_photo(fake)
     message = fake.result_of(reply)
-    for index in range(10):
+    for index in range(DEFAULT_TOP_K):
         await fake.press(ALICE, message, f"toggle|{suggestion_id(reply)}|{index}")
         edits = await fake.wait_for("editMessageReplyMarkup", index + 1)
         message["reply_markup"] = edits[-1]["reply_markup"]
     await fake.press(ALICE, message, f"save|{suggestion_id(reply)}")
-    (*_, answer) = await fake.wait_for("answerCallbackQuery", 11)
+    (*_, answer) = await fake.wait_for("answerCallbackQuery", DEFAULT_TOP_K + 1)
     assert answer["text"] == messages.saved(ENGLISH, []) == "Nothing was selected."
     assert not fake.calls_to("editMessageText")
     assert await bot.top_hashtags(UserRef("telegram", str(ALICE))) == []
@@ -460,3 +465,113 @@ async def test_typed_hashtags_are_capped_per_photo_with_a_plain_message(fake, bo
     assert again["text"] == messages.saved(ENGLISH, [typed[0]])
     stored = dict(await bot.top_hashtags(UserRef("telegram", str(ALICE)), limit=100))
     assert set(typed[:30]) <= set(stored) and "onemore" not in stored
+
+
+# --- each person's settings and language ---------------------------------------------------
+
+
+async def say(fake: FakeBotAPI, user: int, text: str) -> dict:
+    """Send a text and return the bot's answer to it."""
+    already = len(fake.calls_to("sendMessage"))
+    await fake.send_message(fake.message(user, text=text))
+    return (await fake.wait_for("sendMessage", already + 1))[-1]
+
+
+def shown_tags(reply: dict) -> list[str]:
+    return [tag.lstrip("#") for tag in reply["text"].split()]
+
+
+async def test_a_spanish_client_gets_spanish_until_the_person_picks_another(fake, bot):
+    fake.languages[ALICE] = "es"
+    spanish, german = texts("es"), texts("de")
+    assert (await say(fake, ALICE, "/help"))["text"] == spanish._(messages.HELP)
+    assert spanish._(messages.HELP) != messages.HELP  # a real translation, not the fallback
+    assert (await say(fake, BOB, "/help"))["text"] == messages.HELP  # no language: English
+    labels = [b["text"] for b in (await send_photo(fake))["reply_markup"]["inline_keyboard"][-1]]
+    buttons = (messages.SAVE_TICKED, messages.HIDE_UNTICKED, messages.COPY)
+    assert labels == [spanish._(label) for label in buttons]
+    assert (await say(fake, ALICE, "/language de"))["text"] == messages.language_set(german, False)
+    assert (await say(fake, ALICE, "/help"))["text"] == german._(messages.HELP)
+    unknown = await say(fake, ALICE, "/language klingon")
+    assert unknown["text"] == messages.unknown_language(german, "klingon")
+    assert (await say(fake, ALICE, "/language auto"))["text"] == messages.language_set(
+        spanish, True
+    )
+    assert (await say(fake, ALICE, "/count abc"))["text"] == messages.count_usage(spanish, 5)
+    assert (await say(fake, BOB, "/help"))["text"] == messages.HELP  # Bob is untouched
+
+
+async def test_count_and_hidden_hashtags_are_each_persons_own_and_survive_a_restart(
+    fake, tiny_model, tmp_path
+):
+    db = tmp_path / "bot.sqlite3"
+    async with running_bot(fake, tiny_model, db):
+        first = shown_tags(await send_photo(fake, ALICE, seed=4))
+        assert len(first) == DEFAULT_TOP_K
+        for bad in ("/count 0", "/count 500", "/count abc", "/count"):
+            said = (await say(fake, ALICE, bad))["text"]
+            assert said == messages.count_usage(ENGLISH, DEFAULT_TOP_K), bad
+        assert (await say(fake, ALICE, "/count 8"))["text"] == messages.count_set(ENGLISH, 8)
+        assert (await say(fake, ALICE, "/hide"))["text"] == messages.HIDE_WHICH
+        hidden = await say(fake, ALICE, f"/hide #{first[0]}")
+        assert hidden["text"] == messages.hidden_now(ENGLISH, [first[0]])
+    fake.forget_updates()  # delivered: Telegram would not send them again
+    async with running_bot(fake, tiny_model, db):  # a restart keeps both
+        again = shown_tags(await send_photo(fake, ALICE, seed=4))
+        assert len(again) == 8 and first[0] not in again and set(first[1:]) <= set(again)
+        bobs = shown_tags(await send_photo(fake, BOB, seed=4))
+        assert bobs == first  # another person is untouched
+        listed = await say(fake, ALICE, "/hidden")
+        assert listed["text"] == messages.hidden_list(ENGLISH, [first[0]])
+        assert (await say(fake, ALICE, f"/unhide {first[0]}"))["text"] == messages.unhidden(
+            ENGLISH, first[0]
+        )
+        assert first[0] in shown_tags(await send_photo(fake, ALICE, seed=4))
+
+
+async def test_hiding_from_a_suggestion_and_forget_removes_the_settings_too(fake, bot):
+    reply = await send_photo(fake, ALICE, seed=7)
+    tags, message = shown_tags(reply), fake.result_of(reply)
+    sid = suggestion_id(reply)
+    await fake.press(ALICE, message, f"hide|{sid}")  # nothing unticked yet
+    (first,) = await fake.wait_for("answerCallbackQuery")
+    assert first["text"] == messages.UNTICK_FIRST
+    await fake.press(ALICE, message, f"toggle|{sid}|1")
+    (edit,) = await fake.wait_for("editMessageReplyMarkup")
+    copy = edit["reply_markup"]["inline_keyboard"][-1][-1]["copy_text"]["text"]
+    assert copy == " ".join(f"#{tag}" for i, tag in enumerate(tags) if i != 1)  # what is ticked
+    message["reply_markup"] = edit["reply_markup"]
+    await fake.press(BOB, message, f"hide|{sid}")  # not Bob's to press
+    await fake.press(ALICE, message, f"hide|{sid}")
+    answers = [call.get("text") for call in await fake.wait_for("answerCallbackQuery", 4)]
+    assert sorted(map(str, answers[2:])) == sorted(
+        [messages.ONLY_THE_AUTHOR, messages.hidden_now(ENGLISH, [tags[1]])]
+    )
+    assert tags[1] not in shown_tags(await send_photo(fake, ALICE, seed=7))
+    assert tags[1] in shown_tags(await send_photo(fake, BOB, seed=7))
+
+    settings = await say(fake, ALICE, "/settings")
+    assert "1 hidden hashtag" in settings["text"]
+    await fake.press(BOB, fake.result_of(settings), f"count|10|{ALICE}")
+    await fake.press(ALICE, fake.result_of(settings), f"count|10|{ALICE}")
+    (changed,) = await fake.wait_for("editMessageText")
+    assert "10 hashtags per photo" in changed["text"]
+    assert len(shown_tags(await send_photo(fake, ALICE, seed=7))) == 10
+    assert len(shown_tags(await send_photo(fake, BOB, seed=7))) == DEFAULT_TOP_K
+
+    prompt = await say(fake, ALICE, "/forget")
+    await fake.press(ALICE, fake.result_of(prompt), f"forget|yes|{ALICE}")
+    await fake.wait_for("editMessageText", 2)
+    assert await bot.person_settings(UserRef("telegram", str(ALICE))) == PersonSettings()
+    after = shown_tags(await send_photo(fake, ALICE, seed=7))
+    assert len(after) == DEFAULT_TOP_K and tags[1] in after
+    bob = await bot.person_settings(UserRef("telegram", str(BOB)))
+    assert bob == PersonSettings()  # he never chose anything, and still has nothing
+
+
+async def test_privacy_names_the_operator_contact(fake, tiny_model, tmp_path):
+    async with running_bot(fake, tiny_model, tmp_path / "bot.sqlite3", contact="dpo@example.org"):
+        fake.languages[ALICE] = "fr-FR"
+        said = (await say(fake, ALICE, "/privacy"))["text"]
+    assert said == messages.privacy(texts("fr"), "dpo@example.org")
+    assert "dpo@example.org" in said and "/forget" in said

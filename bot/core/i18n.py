@@ -36,6 +36,11 @@ LANGUAGES = {
 }
 
 
+def N_(message: str) -> str:
+    """Marks a message id for the catalogue (`pybabel extract`); translated where it is said."""
+    return message
+
+
 def supported(code: str | None) -> str | None:
     """The supported language a client's code asks for ("pt-BR", "es_419", "DE" -> "pt",
     "es", "de"); None for a language the bot does not speak, or no code."""

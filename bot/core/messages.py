@@ -12,7 +12,7 @@ import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 
-from bot.core.i18n import LANGUAGES, Texts
+from bot.core.i18n import LANGUAGES, N_, Texts
 from bot.core.service import (
     MAX_OWN_TAGS_PER_PHOTO,
     MAX_TAG_COUNT,
@@ -29,11 +29,6 @@ from inference.engine import EngineBusy
 from inference.images import FORMATS_FOR_PEOPLE, ImageRejected
 
 log = logging.getLogger(__name__)
-
-
-def N_(message: str) -> str:
-    """Marks a message id for the catalogue (`pybabel extract`); translated where it is said."""
-    return message
 
 
 HELP = N_(
@@ -253,10 +248,8 @@ def for_error(t: Texts, error: BaseException) -> str | None:
         return t._("Too many photos at once; try again in {seconds} s.").format(
             seconds=f"{error.retry_after:.0f}"
         )
-    if isinstance(error, StoreUnavailable):
-        return t._("I can't use my database right now ({problem}); please try again later.").format(
-            problem=error
-        )
+    if isinstance(error, StoreUnavailable):  # the store's own words, translated where fixed
+        return t._(str(error))
     if isinstance(error, EngineBusy):
         return t._(BUSY)
     if isinstance(error, NotYourSuggestion):

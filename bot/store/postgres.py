@@ -20,6 +20,7 @@ from urllib.parse import urlsplit
 
 import asyncpg
 
+from bot.core.i18n import N_
 from bot.store.base import Store
 from bot.store.health import StoreHealth
 from bot.store.records import StoreUnavailable
@@ -176,14 +177,16 @@ def _explain(error: Exception) -> tuple[str | None, bool]:
         )
     if isinstance(error, asyncpg.DiskFullError):
         return (
-            "The database server's disk is full, so nothing can be saved; the operator must "
-            "free space.",
+            N_(
+                "The database server's disk is full, so nothing can be saved; the operator "
+                "must free space."
+            ),
             False,
         )
     if isinstance(error, _BUSY):
-        return "The database is busy right now; please try again in a moment.", False
+        return N_("The database is busy right now; please try again in a moment."), False
     if isinstance(error, asyncpg.ReadOnlySQLTransactionError):
         return f"The database cannot be written ({error}).", False
     if isinstance(error, _UNREACHABLE):
-        return "The database cannot be reached right now; please try again in a moment.", False
+        return N_("The database cannot be reached right now; please try again in a moment."), False
     return None, False

@@ -22,6 +22,7 @@ from typing import Any
 
 import aiosqlite
 
+from bot.core.i18n import N_
 from bot.store.base import Store
 from bot.store.health import StoreHealth
 from bot.store.records import StoreUnavailable
@@ -153,10 +154,10 @@ def _explain(error: sqlite3.DatabaseError, where: str) -> tuple[str | None, bool
     if not isinstance(error, sqlite3.OperationalError):
         return None, False  # a constraint or a programming error: a bug, not the database
     if "locked" in message or "busy" in message:
-        return "The database is busy right now; please try again in a moment.", False
+        return N_("The database is busy right now; please try again in a moment."), False
     if "full" in message:
         return (
-            "The server's disk is full, so nothing can be saved; the operator must free space.",
+            N_("The server's disk is full, so nothing can be saved; the operator must free space."),
             False,
         )
     if "disk i/o" in message or "readonly" in message or "read-only" in message:
