@@ -358,6 +358,12 @@ async def test_python_dash_m_bot_serves_both_platforms_in_one_process(
         await fake.wait_for("POST", "/messages")
         assert telegram_reply["text"].startswith("#")
         assert replies(fake)[-1].body["content"].startswith("#")
+        # Telegram's command menu, once per language (the English one for everyone else).
+        menus = {m.get("language_code"): m for m in telegram.calls_to("setMyCommands")}
+        assert menus.keys() == {None, "es", "pt", "de", "fr", "ru", "it"}
+        spanish = menus["es"]["commands"]
+        count = next(command for command in spanish if command["command"] == "count")
+        assert count["description"] == texts("es")._(messages.COMMAND_DESCRIPTIONS["count"])
     finally:
         process.send_signal(signal.SIGTERM)
         output, _ = await asyncio.wait_for(process.communicate(), 60)

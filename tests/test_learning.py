@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import torch
 
-from bot.core.service import HashtagService, UserRef
+from bot.core.service import DEFAULT_TOP_K, HashtagService, UserRef
 from bot.operations.checkpoints import CheckpointWatcher
 from bot.operations.checkpoints import checkpoint_stamp as stamp
 from bot.operations.learning import Learner, child_environment
@@ -303,7 +303,7 @@ async def test_a_head_swapped_under_a_burst_of_photos_loses_none(tiny_model, che
     ]
     await store.close()
     new_version = checkpoint_version(checkpoint)
-    assert len(suggestions) == 120 and all(len(s.tags) == 10 for s in suggestions)
+    assert len(suggestions) == 120 and all(len(s.tags) == DEFAULT_TOP_K for s in suggestions)
     assert new_version != old_version and set(versions) == {old_version, new_version}
     assert versions[0] == old_version and versions[-1] == new_version
     # Each suggestion's hashtags come from the vocabulary of the head recorded with it.
@@ -473,7 +473,7 @@ async def test_quality_is_counted_per_model_version_once_per_answer(tiny_model, 
         await service.reject(alice, second.id, [second.tags[3][0]], source="button")
     await store.close()
     assert sample("hashtag_suggestions_shown", version) == 2
-    assert sample("hashtag_tags_accepted", version) == 10  # each shown tag once
+    assert sample("hashtag_tags_accepted", version) == DEFAULT_TOP_K  # each shown tag once
     assert sample("hashtag_first_tag_accepted", version) == 1
     assert sample("hashtag_tags_rejected", version) == 1
 
