@@ -64,6 +64,17 @@ def split_of(photos: list[AnsweredPhoto], holdout: float, seed: int) -> np.ndarr
     return np.where(draws < holdout, GATE, np.where(draws < 2 * holdout, VALIDATION, TRAIN))
 
 
+def in_content_order(photos: list[AnsweredPhoto]) -> list[AnsweredPhoto]:
+    """The photos in an order fixed by what they hold, not by when they were written: people
+    answering at the same moment interleave their rows differently on every run, and the
+    fit's minibatches must not depend on that."""
+
+    def key(photo: AnsweredPhoto) -> tuple:
+        return (_unit_hash(photo.embedding, 0), sorted(photo.verdicts.items()), photo.shown)
+
+    return sorted(photos, key=key)
+
+
 def _unit_hash(embedding: np.ndarray, seed: int) -> float:
     """A number in [0, 1) that looks random but depends only on its inputs, never on Python's
     per-process hashing."""

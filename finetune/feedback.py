@@ -59,6 +59,7 @@ from finetune.answers import (
     answer_set,
     community_hashtags,
     established_people,
+    in_content_order,
     people_per_hashtag,
     split_of,
 )
@@ -133,6 +134,7 @@ def refit_head(
     current = current or base
     started_from = started_from or base_version
     torch.manual_seed(options.seed)
+    photos = in_content_order(photos)
     split = split_of(photos, options.holdout, options.seed)
     training_photos = [photo for photo, part in zip(photos, split, strict=True) if part == TRAIN]
     counted = established_people(photos, options.min_days)  # known for a while: all answers
@@ -315,17 +317,28 @@ def _recalibration(
     scale = torch.ones((), requires_grad=True)
     shift = torch.zeros((), requires_grad=True)
     alpha = torch.tensor(float(base_alpha), requires_grad=log_prior is not None)
-    fitted = [scale, shift] + ([alpha] if log_prior is not None else [])
-    optimizer = torch.optim.LBFGS(fitted, max_iter=50, line_search_fn="strong_wolfe")
 
-    def closure():
-        optimizer.zero_grad()
-        recalibrated = picture * scale + shift + alpha * prior
-        loss = _weighted_loss(recalibrated, codes, photo_weights, options)
-        loss.backward()
-        return loss
+    def fit(parameters: list[torch.Tensor]) -> None:
+        optimizer = torch.optim.LBFGS(parameters, max_iter=50, line_search_fn="strong_wolfe")
 
-    optimizer.step(closure)
+        def closure():
+            optimizer.zero_grad()
+            recalibrated = picture * scale + shift + alpha * prior
+            loss = _weighted_loss(recalibrated, codes, photo_weights, options)
+            loss.backward()
+            return loss
+
+        optimizer.step(closure)
+
+    fit([scale, shift] + ([alpha] if log_prior is not None else []))
+    if float(alpha) > base_alpha:
+        # The answers may temper the prior, never sharpen it: the hashtags they name get rows
+        # of their own, with their own biases, once enough people used them; a sharper prior
+        # would lift the popular hashtags nobody here uses above those rows.
+        with torch.no_grad():
+            alpha.fill_(base_alpha)
+        alpha.requires_grad_(False)
+        fit([scale, shift])
     found = {
         name: float(value.detach())
         for name, value in (("scale", scale), ("shift", shift), ("prior_alpha", alpha))

@@ -229,6 +229,9 @@ class FakeBotAPI:
         if len(str(params.get("text", "")).encode("utf-16-le")) // 2 > MESSAGE_LIMIT:
             await self._record(call)
             return _error(400, "Bad Request: message is too long")
+        if problem := _breaks_a_limit(method, params):
+            await self._record(call)
+            return _error(400, f"Bad Request: {problem}")
         handler = getattr(self, f"_method_{method}", None)
         if handler is None:
             await self._record(call)
@@ -330,6 +333,21 @@ async def _params(request: web.Request) -> dict:
         except json.JSONDecodeError:
             params[key] = value
     return params
+
+
+def _breaks_a_limit(method: str, params: dict) -> str | None:
+    """What Telegram would refuse: a long press notice, and keyboards beyond its limits."""
+    if method == "answerCallbackQuery" and len(str(params.get("text") or "")) > 200:
+        return "MESSAGE_TOO_LONG"
+    for row in (params.get("reply_markup") or {}).get("inline_keyboard", []):
+        if len(row) > 8:
+            return "too many buttons in a row"
+        for button in row:
+            if len(button.get("callback_data", "").encode()) > 64:
+                return "BUTTON_DATA_INVALID"
+            if "copy_text" in button and not 1 <= len(button["copy_text"]["text"]) <= 256:
+                return "copy text must be 1 to 256 characters"
+    return None
 
 
 def _error(status: int, description: str, **parameters) -> web.Response:

@@ -7,10 +7,11 @@ import socket
 import sqlite3
 
 import aiosqlite
+import asyncpg
 import numpy as np
 import pytest
 
-from bot.store import SchemaTooNew, Store, StoreUnavailable
+from bot.store import PersonSettings, SchemaTooNew, Store, StoreUnavailable
 from bot.store.records import ShownEntry
 from bot.store.schema import migrate, migrations
 
@@ -388,3 +389,25 @@ async def test_a_unix_socket_url_works_too(postgres_server, postgres_url):
     tcp = await Store.open(postgres_url)  # the same database, reached over TCP
     assert (await tcp.user_history(user_id)).verdicts == [{"beach": 1}]
     await tcp.close()
+
+
+async def test_a_persons_settings_are_theirs_and_go_with_forget(store):
+    alice, bob = await store.user_id("telegram", "1"), await store.user_id("telegram", "2")
+    assert await store.person_settings(alice) == PersonSettings()
+    await store.set_tag_count(alice, 8)
+    await store.set_language(alice, "es")
+    await store.set_tag_count(alice, 12)  # an upsert: the row is changed, not doubled
+    await store.hide_tags(alice, ["selfie", "tbt"])
+    await store.hide_tags(alice, ["selfie"])  # hidden twice counts once
+    assert await store.person_settings(alice) == PersonSettings(
+        12, "es", frozenset({"selfie", "tbt"})
+    )
+    assert await store.unhide_tag(alice, "tbt") and not await store.unhide_tag(alice, "tbt")
+    await store.set_language(alice, None)  # back to the app's language
+    assert await store.person_settings(alice) == PersonSettings(12, None, frozenset({"selfie"}))
+    assert await store.person_settings(bob) == PersonSettings()  # nobody else's changed
+    with pytest.raises((sqlite3.IntegrityError, asyncpg.CheckViolationError)):
+        await store.set_tag_count(alice, 31)  # the database refuses what the bot never offers
+    await store.forget_user(alice)
+    assert await rows_per_user(store, "person_settings") == {}
+    assert await rows_per_user(store, "hidden_tags") == {}

@@ -311,6 +311,8 @@ class _Press:
             edit["view"] = _view(buttons) if buttons else None
         if edit:
             await response.edit_message(**edit)
+            if notice and text is None:  # the message does not say it: a word to the presser
+                await self.interaction.followup.send(fit(notice, MESSAGE_LIMIT), ephemeral=True)
         elif notice:
             await response.send_message(notice, ephemeral=True)
         else:

@@ -55,6 +55,7 @@ ALBUM_WAIT_SECONDS = 1.0  # an album arrives as separate updates, close together
 NOTED = "👌"
 SEND_RETRIES = 3
 MESSAGE_LIMIT = 4096  # characters in one message (UTF-16 code units)
+NOTICE_LIMIT = 200  # characters in a button press's notice (answerCallbackQuery)
 
 
 def build_application(
@@ -263,7 +264,7 @@ class _Press:
         buttons: Sequence[Button] | None = None,
     ) -> None:
         self.answered = True
-        await self.query.answer(notice)
+        await self.query.answer(fit(notice, NOTICE_LIMIT) if notice else None)
         markup = None if buttons is None else _keyboard(buttons)
         if text is not None:
             text = fit(text, MESSAGE_LIMIT)

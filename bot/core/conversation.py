@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import logging
+import re
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -27,6 +28,7 @@ from bot.core.i18n import ENGLISH, LANGUAGES, Texts, supported, texts
 from bot.core.messages import explained
 from bot.core.ratelimit import RateLimit, RateLimiter
 from bot.core.service import (
+    MAX_HIDDEN,
     MAX_TAG_COUNT,
     REACTION_VERDICTS,
     HashtagService,
@@ -106,6 +108,11 @@ COMMANDS = (
 # The counts /settings offers as buttons (any 1 to 30 can be typed with /count).
 COUNT_CHOICES = (3, 5, 8, 10, 15, 20, 30)
 AUTOMATIC = "auto"  # the language button meaning "my app's language"
+# Hashtags one /hide or /unhide takes: one message cannot make the bot write or say hundreds.
+MAX_TAGS_PER_COMMAND = 30
+# Commands that write the person's settings count against their interaction limit.
+WRITING_COMMANDS = frozenset({"count", "hide", "unhide", "language"})
+_COUNT = re.compile("[0-9]{1,2}")  # ASCII digits only, and never a number int() chokes on
 
 
 class Chat(Protocol):
@@ -220,13 +227,14 @@ COPY_LIMIT = 256
 
 
 def copy_button(t: Texts, tags: Sequence[str]) -> Button:
+    """Copies `tags` (whole hashtags, as many as fit); Telegram needs at least one character."""
     text = ""
     for tag in tags:  # whole hashtags only
         longer = f"{text} #{tag}".strip()
         if len(longer) > COPY_LIMIT:
             break
         text = longer
-    return Button(t._(messages.COPY), "copy", copy=text or " ")
+    return Button(t._(messages.COPY), "copy", copy=text or "#")
 
 
 def suggestion_buttons(t: Texts, suggestion: Suggestion) -> list[Button]:
@@ -356,6 +364,8 @@ class Conversation:
             if chat.private:  # in a group it may well be another bot's
                 await chat.say((await self.texts_for(sender))._(messages.UNKNOWN_COMMAND))
             return
+        if name.lower() in WRITING_COMMANDS and not self._interaction_allowed(sender):
+            return  # too many: ignored, as presses and reactions are
         argument = argument.strip()
         await self._handle(
             f"/{name}", sender, chat.say, lambda t: handler(chat, sender, argument, t)
@@ -408,6 +418,10 @@ class Conversation:
             elif isinstance(action, Forget):
                 await self._forget_answer(press, presser, action, t)
             elif isinstance(action, SetCount):
+                chosen = await self.service.person_settings(presser)
+                if self.service.tag_count(chosen) == action.count:
+                    await press.answer()  # already so: the message would not change
+                    return
                 await self.service.set_tag_count(presser, action.count)
                 await self._show_settings(press, presser, t)
             elif isinstance(action, ShowLanguages):
@@ -465,7 +479,7 @@ class Conversation:
         await chat.say(messages.top_hashtags(t, await self.service.top_hashtags(sender)))
 
     async def _count(self, chat: Chat, sender: UserRef, argument: str, t: Texts) -> None:
-        if argument.isascii() and argument.isdigit() and 1 <= int(argument) <= MAX_TAG_COUNT:
+        if _COUNT.fullmatch(argument) and 1 <= int(argument) <= MAX_TAG_COUNT:
             await self.service.set_tag_count(sender, int(argument))
             await chat.say(messages.count_set(t, int(argument)))
             return
@@ -473,17 +487,26 @@ class Conversation:
         await chat.say(messages.count_usage(t, count))
 
     async def _hide(self, chat: Chat, sender: UserRef, argument: str, t: Texts) -> None:
-        hidden = await self.service.hide(sender, _hashtags(argument))
-        await chat.say(messages.hidden_now(t, hidden) if hidden else t._(messages.HIDE_WHICH))
+        tags = _hashtags(argument)
+        if not tags:
+            await chat.say(t._(messages.HIDE_WHICH))
+        elif not await self._room_to_hide(sender, tags):
+            await chat.say(messages.too_many_hidden(t, MAX_HIDDEN))
+        else:
+            await chat.say(messages.hidden_now(t, await self.service.hide(sender, tags)))
 
     async def _unhide(self, chat: Chat, sender: UserRef, argument: str, t: Texts) -> None:
         tags = _hashtags(argument)
         if not tags:
             await chat.say(t._(messages.UNHIDE_WHICH))
             return
-        for tag in tags:
-            done = await self.service.unhide(sender, tag)
-            await chat.say(messages.unhidden(t, tag) if done else messages.not_hidden(t, tag))
+        lines = [
+            messages.unhidden(t, tag)
+            if await self.service.unhide(sender, tag)
+            else messages.not_hidden(t, tag)
+            for tag in tags
+        ]
+        await chat.say("\n".join(lines))  # one answer, however many hashtags
 
     async def _hidden(self, chat: Chat, sender: UserRef, argument: str, t: Texts) -> None:
         chosen = await self.service.person_settings(sender)
@@ -566,13 +589,16 @@ class Conversation:
 
     async def _hide_unticked(self, press: Press, presser: UserRef, action: Hide, t: Texts):
         await self.service.owned_suggestion(presser, action.suggestion_id)
-        _, unticked = ticked_tags(press.buttons)
+        ticked, unticked = ticked_tags(press.buttons)
         if not unticked:
             await press.answer(notice=t._(messages.UNTICK_FIRST))
             return
+        if not await self._room_to_hide(presser, unticked):
+            await press.answer(notice=messages.too_many_hidden(t, MAX_HIDDEN))
+            return
         hidden = await self.service.hide(presser, unticked)
         kept = [
-            b
+            copy_button(t, ticked) if b.copy is not None else b
             for b in press.buttons
             if not (b.data.startswith("toggle|") and messages.parse_tag_label(b.label)[0] in hidden)
         ]
@@ -619,6 +645,10 @@ class Conversation:
         finally:
             _STARTED.reset(token)
 
+    async def _room_to_hide(self, person: UserRef, tags: Sequence[str]) -> bool:
+        hidden = (await self.service.person_settings(person)).hidden
+        return len(hidden | set(tags)) <= MAX_HIDDEN
+
     def _interaction_allowed(self, person: UserRef) -> bool:
         return self._interactions.acquire(person) == 0.0
 
@@ -635,4 +665,5 @@ class Conversation:
 
 def _hashtags(argument: str) -> list[str]:
     """The hashtags of a command's argument, written with or without a #."""
-    return extract_hashtags(" ".join(f"#{word.lstrip('#')}" for word in argument.split()))
+    words = argument.split()[:MAX_TAGS_PER_COMMAND]
+    return extract_hashtags(" ".join(f"#{word.lstrip('#')}" for word in words))

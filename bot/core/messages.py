@@ -172,6 +172,10 @@ def hidden_now(t: Texts, tags: list[str]) -> str:
     )
 
 
+def too_many_hidden(t: Texts, limit: int) -> str:
+    return t._("You can hide at most {limit} hashtags; /unhide some first.").format(limit=limit)
+
+
 def not_hidden(t: Texts, tag: str) -> str:
     return t._("#{tag} wasn't hidden.").format(tag=tag)
 
@@ -249,7 +253,7 @@ def for_error(t: Texts, error: BaseException) -> str | None:
             seconds=f"{error.retry_after:.0f}"
         )
     if isinstance(error, StoreUnavailable):  # the store's own words, translated where fixed
-        return t._(str(error))
+        return t._(str(error)) if str(error) else t._(SOMETHING_WENT_WRONG)
     if isinstance(error, EngineBusy):
         return t._(BUSY)
     if isinstance(error, NotYourSuggestion):

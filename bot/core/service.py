@@ -41,6 +41,8 @@ MAX_TAG_LENGTH = 64
 # a person may ask for 1 to 30 (/count), Instagram's old limit.
 DEFAULT_TOP_K = 5
 MAX_TAG_COUNT = 30
+# Hashtags one person may hide: every photo's ranking reads them, so they stay a short list.
+MAX_HIDDEN = 1000
 # A person's own hashtags on one photo (typed in replies and in the caption, together): 30 is
 # what Instagram allowed before it cut posts to five, so no real post needs more. The cap
 # keeps one photo's answers small to store, to re-read after each answer, and to confirm in
