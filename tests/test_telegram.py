@@ -575,3 +575,20 @@ async def test_privacy_names_the_operator_contact(fake, tiny_model, tmp_path):
         said = (await say(fake, ALICE, "/privacy"))["text"]
     assert said == messages.privacy(texts("fr"), "dpo@example.org")
     assert "dpo@example.org" in said and "/forget" in said
+
+
+async def test_thirty_hashtags_fit_telegrams_limits_and_all_can_be_saved(fake, bot):
+    fake.languages[ALICE] = "ru"  # the longest words of the catalogues
+    await say(fake, ALICE, "/count 30")
+    reply = await send_photo(fake, ALICE, seed=2)
+    tags = shown_tags(reply)
+    assert len(tags) == 30  # the fake refuses rows over 8 buttons and copy texts over 256
+    copied = reply["reply_markup"]["inline_keyboard"][-1][-1]["copy_text"]["text"]
+    assert len(copied) <= 256 and reply["text"].startswith(copied)
+    await fake.press(ALICE, fake.result_of(reply), f"save|{suggestion_id(reply)}")
+    (saved,) = await fake.wait_for("editMessageText")  # after a notice Telegram accepted
+    assert saved["text"].endswith(messages.saved(texts("ru"), tags))
+    (notice,) = fake.calls_to("answerCallbackQuery")
+    assert len(notice["text"]) <= 200
+    stored = await bot.top_hashtags(UserRef("telegram", str(ALICE)), limit=100)
+    assert sorted(tag for tag, _ in stored) == sorted(tags)
