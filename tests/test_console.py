@@ -179,6 +179,9 @@ async def test_the_chat_apps_words_work_in_the_terminal_too(service, tmp_path, m
     assert out[2] == messages.hidden_list(ENGLISH, [shown[0].lstrip("#")])
     assert shown[0] not in out[3].split() and len(out[3].split()) == 3
     assert out[5] == messages.UNKNOWN_COMMAND
+    out = await converse(service, ["/language", "/settings", "quit"])
+    assert out[1].startswith(messages.CHOOSE_LANGUAGE) and "/language es" in out[1]
+    assert "/language auto" in out[1] and "/count 30" in out[2]
 
 
 async def test_the_terminal_speaks_its_language(service, monkeypatch):

@@ -49,8 +49,7 @@ _NUMBER = re.compile("[0-9]{1,6}")
 
 
 class _ConsoleChat:
-    """The conversation layer's answers, printed; buttons are left out (the commands that
-    show them say what to type instead)."""
+    """The conversation layer's answers, printed; a button becomes the line to type instead."""
 
     private = True
 
@@ -60,8 +59,21 @@ class _ConsoleChat:
     async def say(
         self, text: str, buttons: Sequence[Button] = (), public: bool = False
     ) -> MessageRef | None:
-        self.write(text)
+        typed = [line for line in map(_typed_instead, buttons) if line]
+        self.write(f"{text}\n  {'   '.join(typed)}" if typed else text)
         return None
+
+
+def _typed_instead(button: Button) -> str | None:
+    """What to type in the terminal for a chat app's button (None: nothing to type)."""
+    action, *fields = button.data.split("|")
+    if action == "count":
+        return f"/count {fields[0]}"
+    if action == "language":
+        return f"/language {fields[0]}"
+    if action == "forget" and fields[0] == "yes":
+        return "forget"
+    return None
 
 
 def terminal_language() -> str | None:
