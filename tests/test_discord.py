@@ -520,8 +520,12 @@ async def test_settings_and_language_on_discord_are_each_persons_own(fake, bot):
         assert said["content"] == messages.count_usage(spanish, DEFAULT_TOP_K)
     said = await slash_answer(fake, ALICE, "count", "8")
     assert said["content"] == messages.count_set(spanish, 8)
-    first = (await send_photo(fake, bot, ALICE, seed=4))["content"].split()
-    assert len(first) == 8  # a message carries no locale: the stored choice still counts
+    reply = await send_photo(fake, bot, ALICE, seed=4)
+    first = reply["content"].split()
+    assert len(first) == 8
+    # A message carries no locale: the last interaction's stands in.
+    labels = [button["label"] for row in reply["components"] for button in row["components"]]
+    assert spanish._(messages.SAVE_TICKED) in labels
     assert (await slash_answer(fake, ALICE, "hide"))["content"] == spanish._(messages.HIDE_WHICH)
     said = await slash_answer(fake, ALICE, "hide", first[0])
     assert said["content"] == messages.hidden_now(spanish, [first[0].lstrip("#")])

@@ -13,6 +13,7 @@ and limits plain-message reading to the channels an admin chose.
 from __future__ import annotations
 
 import logging
+from collections import OrderedDict
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -34,6 +35,7 @@ PLATFORM = "discord"
 NOTED = "👌"
 MESSAGE_LIMIT = 2000  # characters in one message
 MAX_BUTTONS = 25  # five rows of five
+LOCALES_REMEMBERED = 100_000  # people whose last interaction's language is kept in memory
 IMAGE_EXTENSIONS = (
     ".jpg",
     ".jpeg",
@@ -95,6 +97,7 @@ class DiscordAdapter:
         self.conversation, self.client = conversation, client
         self.guild = discord.Object(guild_id) if guild_id else None
         self.content_channels = content_channels
+        self._locales: OrderedDict[int, str] = OrderedDict()  # user id -> last client locale
         self.tree = app_commands.CommandTree(client)
         self._register_commands()
         for handler in (
@@ -219,11 +222,17 @@ class DiscordAdapter:
         )
 
     def _user(self, who: discord.Interaction | discord.abc.Snowflake | int) -> UserRef:
-        """The person; from an interaction with their client's language (messages and
-        reactions do not carry it)."""
+        """The person, with their client's language: an interaction carries it; messages and
+        reactions do not, so they get the one the person's last interaction had."""
         if isinstance(who, discord.Interaction):
-            return self.conversation.user(who.user.id, str(who.locale))
-        return self.conversation.user(who if isinstance(who, int) else who.id)
+            locale = str(who.locale)
+            self._locales[who.user.id] = locale
+            self._locales.move_to_end(who.user.id)
+            if len(self._locales) > LOCALES_REMEMBERED:
+                self._locales.popitem(last=False)
+            return self.conversation.user(who.user.id, locale)
+        user_id = who if isinstance(who, int) else who.id
+        return self.conversation.user(user_id, self._locales.get(user_id))
 
     def _photo(self, attachment: discord.Attachment) -> Photo:
         async def download() -> bytes:
