@@ -20,6 +20,7 @@ from typing import Any
 import discord
 import yarl
 from discord import app_commands
+from discord.app_commands import locale_str
 
 from bot.core import messages
 from bot.core.conversation import COMMANDS, Button, Command, Conversation, MessageRef, Photo
@@ -115,9 +116,9 @@ class DiscordAdapter:
         shows a person their client's language: `CatalogueTranslator`)."""
 
         @self.tree.command(
-            name="tags", description=_localised(messages.COMMAND_DESCRIPTIONS["tags"])
+            name="tags", description=locale_str(messages.COMMAND_DESCRIPTIONS["tags"])
         )
-        @app_commands.describe(image=_localised(messages.IMAGE_ARGUMENT))
+        @app_commands.describe(image=locale_str(messages.IMAGE_ARGUMENT))
         async def tags(interaction: discord.Interaction, image: discord.Attachment | None = None):
             chat, sender = _InteractionChat(interaction), self._user(interaction)
             if image is None:
@@ -131,7 +132,7 @@ class DiscordAdapter:
             if command.on_discord and command.name != "tags":
                 self.tree.add_command(self._slash_command(command))
 
-        @self.tree.context_menu(name=_localised(messages.SUGGEST_MENU))
+        @self.tree.context_menu(name=locale_str(messages.SUGGEST_MENU))
         async def suggest_menu(interaction: discord.Interaction, message: discord.Message):
             await interaction.response.defer(thinking=True)
             await self.conversation.photo(
@@ -158,9 +159,9 @@ class DiscordAdapter:
 
         callback = without_argument
         if command.argument:
-            callback = app_commands.describe(value=_localised(command.argument))(with_argument)
+            callback = app_commands.describe(value=locale_str(command.argument))(with_argument)
         return app_commands.Command(
-            name=command.name, description=_localised(command.description), callback=callback
+            name=command.name, description=locale_str(command.description), callback=callback
         )
 
     async def setup_hook(self) -> None:
@@ -257,10 +258,6 @@ class CatalogueTranslator(app_commands.Translator):
             return None
         translated = texts(language)._(string.message)
         return translated if translated != string.message else None  # None: Discord's default
-
-
-def _localised(message: str) -> app_commands.locale_str:
-    return app_commands.locale_str(message)
 
 
 class _MessageChat:

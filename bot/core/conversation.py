@@ -423,15 +423,14 @@ class Conversation:
                     await press.answer()  # already so: the message would not change
                     return
                 await self.service.set_tag_count(presser, action.count)
-                await self._show_settings(press, presser, t)
+                text, buttons = await self._settings_message(presser, t)
+                await press.answer(text=text, buttons=buttons)
             elif isinstance(action, ShowLanguages):
                 await press.answer(
                     text=t._(messages.CHOOSE_LANGUAGE), buttons=language_buttons(t, presser)
                 )
             else:
-                await self.service.set_language(presser, action.language)
-                now = await self.texts_for(presser)
-                await press.answer(text=messages.language_set(now, action.language is None))
+                await press.answer(text=await self._choose_language(presser, action.language))
 
         await self._handle("button", presser, notice, act)
 
@@ -513,11 +512,13 @@ class Conversation:
         await chat.say(messages.hidden_list(t, sorted(chosen.hidden)))
 
     async def _settings(self, chat: Chat, sender: UserRef, argument: str, t: Texts) -> None:
-        chosen = await self.service.person_settings(sender)
+        await chat.say(*await self._settings_message(sender, t))
+
+    async def _settings_message(self, person: UserRef, t: Texts) -> tuple[str, list[Button]]:
+        """The /settings message as it reads now, with its buttons."""
+        chosen = await self.service.person_settings(person)
         count = self.service.tag_count(chosen)
-        await chat.say(
-            messages.settings(t, chosen, count, t.language), settings_buttons(t, sender, count)
-        )
+        return messages.settings(t, chosen, count), settings_buttons(t, person, count)
 
     async def _language(self, chat: Chat, sender: UserRef, argument: str, t: Texts) -> None:
         if not argument:
@@ -528,8 +529,12 @@ class Conversation:
         if language is None and not automatic:
             await chat.say(messages.unknown_language(t, argument[:40]))
             return
-        await self.service.set_language(sender, language)
-        await chat.say(messages.language_set(await self.texts_for(sender), automatic))
+        await chat.say(await self._choose_language(sender, language))
+
+    async def _choose_language(self, person: UserRef, language: str | None) -> str:
+        """Keep the person's language (None: their app's); the confirmation, in it."""
+        await self.service.set_language(person, language)
+        return messages.language_set(texts(language or person.locale), language is None)
 
     async def _privacy(self, chat: Chat, sender: UserRef, argument: str, t: Texts) -> None:
         await chat.say(messages.privacy(t, self.privacy_contact))
@@ -547,14 +552,6 @@ class Conversation:
         else:
             text = t._(messages.NOTHING_TO_FORGET)
         await press.answer(text=text, buttons=[])
-
-    async def _show_settings(self, press: Press, presser: UserRef, t: Texts) -> None:
-        chosen = await self.service.person_settings(presser)
-        count = self.service.tag_count(chosen)
-        await press.answer(
-            text=messages.settings(t, chosen, count, t.language),
-            buttons=settings_buttons(t, presser, count),
-        )
 
     async def _toggle(self, press: Press, presser: UserRef, action: Toggle, t: Texts) -> None:
         await self.service.owned_suggestion(presser, action.suggestion_id)

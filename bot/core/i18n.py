@@ -64,10 +64,14 @@ class Texts:
         return self.catalogue.ngettext(singular, plural, count)
 
 
-@functools.cache
 def texts(language: str | None = None) -> Texts:
-    """The catalogue of a supported language (English for any other); read once."""
-    language = supported(language) or DEFAULT_LANGUAGE
+    """The catalogue of a supported language (English for any other)."""
+    return _catalogue(supported(language) or DEFAULT_LANGUAGE)
+
+
+@functools.cache
+def _catalogue(language: str) -> Texts:
+    """Read once per language, whichever code ("es", "es-ES", "es-419") asked for it."""
     path = catalogue_path(language)
     if language == DEFAULT_LANGUAGE or not path.is_file():
         return Texts(DEFAULT_LANGUAGE, gettext.NullTranslations())

@@ -206,7 +206,7 @@ def unknown_language(t: Texts, asked: str) -> str:
     )
 
 
-def settings(t: Texts, current: PersonSettings, count: int, language: str) -> str:
+def settings(t: Texts, current: PersonSettings, count: int) -> str:
     lines = [
         t._("Your settings:"),
         t.n_(
@@ -214,7 +214,7 @@ def settings(t: Texts, current: PersonSettings, count: int, language: str) -> st
             "• {count} hashtags per photo (/count)",
             count,
         ).format(count=count),
-        t._("• Language: {language} (/language)").format(language=LANGUAGES[language]),
+        t._("• Language: {language} (/language)").format(language=LANGUAGES[t.language]),
         t.n_(
             "• {count} hidden hashtag (/hidden)",
             "• {count} hidden hashtags (/hidden)",
